@@ -84,13 +84,38 @@ class Memory(nn.Module, abc.ABC):
         Returns ``y`` (T, B, output_dim), the state after the last step, and ``aux``.
         """
 
-    def state_size_per_env(self) -> int:
-        """Bytes of recurrent state one env carries at most (the memory's cost, for reports).
+    #: Prefixes of parameter names trained only by :meth:`auxiliary_losses` (not by ``forward``).
+    separately_trained: tuple[str, ...] = ()
 
-        The default measures :meth:`initial_state`; memories whose state grows override it with
-        their capacity.
+    def state_spec(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Per-env shape (without the batch dim) and dtype of each state key, at its largest.
+
+        The default reads :meth:`initial_state`; memories whose state grows (caches) override it
+        with their capacity, so a state can be zero-padded to a fixed size (e.g. to pack it into
+        another library's fixed-size recurrent state).
         """
-        return state_nbytes(self.initial_state(1, device="cpu"))
+        return {k: (tuple(v.shape[1:]), v.dtype) for k, v in self.initial_state(1, "cpu").items()}
+
+    def state_size_per_env(self) -> int:
+        """Bytes of recurrent state one env carries at most (the memory's cost, for reports)."""
+        total = 0
+        for shape, dtype in self.state_spec().values():
+            n = 1
+            for d in shape:
+                n *= d
+            total += n * torch.empty((), dtype=dtype).element_size()
+        return total
+
+    def auxiliary_losses(
+        self, x: Tensor, episode_starts: Tensor, state: State, targets: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Self-supervised losses on a stored sequence (default: none).
+
+        Agents call it on each training sequence: ``x`` (T, B, input_dim) as given to ``forward``,
+        ``episode_starts`` (T, B), ``state`` the state at the sequence's start, and ``targets``
+        (T, B) a per-step training signal (the agents pass the returns). Returns ``loss_*`` scalars.
+        """
+        return {}
 
     @property
     def device(self) -> torch.device:
