@@ -1,7 +1,8 @@
 """Memories behind one contract (see :mod:`policies.memory.base`); importing this package
 registers every memory by name."""
 
-from . import rnn  # noqa: F401  (registers lstm, gru, none)
+# importing a memory module registers it
+from . import expire_span, memformer, rehearsal, rmt, rnn, trxl  # noqa: F401
 from .base import (
     Memory,
     State,

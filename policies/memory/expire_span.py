@@ -1,0 +1,142 @@
+"""Expire-Span memory (Sukhbaatar et al., "Not All Memories are Created Equal", section 4).
+
+Each layer predicts, once when a memory ``h_i`` is made, how long it should live::
+
+    e_i = L * sigmoid(w . h_i + b)                         (one span per layer, shared by heads)
+    m_{t,i} = clamp(1 + (e_i - (t - i)) / R, 0, 1)         (soft mask, ramp of length R)
+    a'_{t,i} = m_{t,i} a_{t,i} / sum_j m_{t,j} a_{t,j}     (masked, renormalised attention)
+
+A memory with ``m = 0`` for the next call's first step can never be seen again and is deleted
+from the cache, so the cache holds fewer than ``L + R`` memories per layer. The span penalty
+``alpha * sum_i e_i / T`` is counted for memories while they are inside the ramp
+(``0 < m < 1``), when the task loss also pushes on them (section 4.2 "Loss Computation").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .base import register_memory
+from .transformer import CachedTransformerMemory
+
+
+def expire_soft_mask(dist: Tensor, span: Tensor, ramp: float) -> Tensor:
+    """``m_{t,i} = clamp(1 + (e_i - (t - i)) / R, 0, 1)``.
+
+    ``dist`` (B, T, K) int distances ``t - i``; ``span`` (B, K) spans ``e_i``. Returns (B, T, K).
+    """
+    return (1.0 + (span.unsqueeze(1) - dist.to(span.dtype)) / ramp).clamp(0.0, 1.0)
+
+
+@register_memory("expire_span")
+class ExpireSpanMemory(CachedTransformerMemory):
+    """Causal transformer whose memories expire after a learned, per-memory span.
+
+    State per layer ``l``: ``mem_l`` (B, M_l, d_model), ``age_l`` (B, M_l), ``valid_l`` (B, M_l),
+    ``span_l`` (B, M_l) (the spans, kept with the graph so the task loss trains them through the
+    mask). ``aux``: ``loss_expire_span`` (already multiplied by ``alpha``), ``memory_size`` (mean
+    memories attended per step and layer), ``span_mean`` (mean span of this call's new memories)
+    and ``spans`` (T, B) (span of each step's memory in the last layer, for plots).
+    """
+
+    has_spans = True
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        max_span: int = 200,
+        ramp: float = 16.0,
+        alpha: float = 5e-6,
+        n_layers: int = 2,
+        d_model: int = 64,
+        n_heads: int = 4,
+        d_ff: int = 256,
+        dropout: float = 0.0,
+        init_span_fraction: float = 0.1,
+        position_window: int = 32,
+        random_shortening: bool = True,
+    ) -> None:
+        """
+        Args:
+            input_dim: size of each input step.
+            max_span: the maximum span ``L``; spans lie in ``[0, L]`` (paper's corridor: 200).
+            ramp: length ``R`` of the soft mask's ramp, in steps (paper's RL tasks: 16).
+            alpha: coefficient of the span penalty (paper's corridor: 5e-6).
+            n_layers: transformer layers (paper's RL agents: 2).
+            d_model: hidden units (also the output size; paper's RL agents: 64).
+            n_heads: attention heads; must divide ``d_model``.
+            d_ff: hidden units of each layer's feed-forward block.
+            dropout: dropout on attention weights and residual branches, in [0, 1).
+            init_span_fraction: initial spans as a fraction of ``L``, in (0, 1): the span
+                predictor's bias starts at ``logit(init_span_fraction)``, negative below 1/2, so
+                training starts with a small memory (section 4.2 "Training with Small Initial
+                Spans").
+            position_window: relative position terms only for memories fewer than this many steps
+                back (section 4.2 "Position Embedding"); 0 disables them.
+            random_shortening: in training mode, draw ``l ~ U(0, L)`` per call and attend to
+                nothing farther than ``l`` steps back (section 4.2 "Regularization").
+        """
+        if isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not ramp > 0:
+            raise ValueError(f"ramp must be a number > 0, got {ramp!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
+            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+        if not 0.0 < init_span_fraction < 1.0:
+            raise ValueError(f"init_span_fraction must be in (0, 1), got {init_span_fraction!r}")
+        super().__init__(
+            input_dim,
+            max_span=max_span,
+            n_layers=n_layers,
+            d_model=d_model,
+            n_heads=n_heads,
+            d_ff=d_ff,
+            dropout=dropout,
+            position_window=position_window,
+            random_shortening=random_shortening,
+        )
+        self.ramp = float(ramp)
+        self.alpha = float(alpha)
+        self.span_predictors = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(n_layers))
+        bias = math.log(init_span_fraction / (1.0 - init_span_fraction))
+        for pred in self.span_predictors:
+            nn.init.normal_(pred.weight, std=0.02)
+            nn.init.constant_(pred.bias, bias)
+
+    def capacity(self) -> int:
+        # a memory survives a call only while its distance to the next step is < e + R <= L + R
+        return math.ceil(self.max_span + self.ramp) - 1
+
+    def _new_spans(self, layer: int, h: Tensor) -> Tensor:
+        return self.max_span * torch.sigmoid(self.span_predictors[layer](h).squeeze(-1))
+
+    def _attention_mask(self, dist: Tensor, span: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        soft = expire_soft_mask(dist, span, self.ramp)
+        return soft > 0, soft
+
+    def _alive(self, next_dist: Tensor, span: Tensor | None) -> Tensor:
+        # the same expression as the mask, so a kept memory is exactly one with m > 0
+        return expire_soft_mask(next_dist.unsqueeze(1), span, self.ramp).squeeze(1) > 0
+
+    def _layer_aux(
+        self, dist: Tensor, visible: Tensor, soft: Tensor | None, span: Tensor | None
+    ) -> dict[str, Tensor]:
+        b, t, _ = dist.shape
+        # each memory's span is charged once over its ramp: a pair (t, i) in the ramp adds
+        # e_i / R, and a memory spends R steps in its ramp; so the penalty does not depend on
+        # how the sequence is cut into calls
+        ramp_pairs = visible & (soft < 1)
+        penalty = (span.unsqueeze(1) * ramp_pairs.to(span.dtype)).sum() / (self.ramp * t * b)
+        return {"loss": self.alpha * penalty, "new_spans": span[:, -t:]}
+
+    def _combine_aux(self, per_layer: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return {
+            "loss_expire_span": torch.stack([a["loss"] for a in per_layer]).sum(),
+            "span_mean": torch.stack([a["new_spans"].mean() for a in per_layer]).mean().detach(),
+            "spans": per_layer[-1]["new_spans"].t().detach(),
+        }
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ramp={self.ramp}, alpha={self.alpha}"

@@ -1,0 +1,404 @@
+"""Expire-Span and Transformer-XL memories against naive references written here.
+
+The references recompute attention over the whole episode history with a per-pair loop over
+(t, i) (no cache, no deletion, no block parallelism), so they check the soft mask, the
+renormalisation, the relative positions, resets and that deleting expired memories changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from policies.memory import make_memory, stack_states
+from policies.memory.expire_span import expire_soft_mask
+from policies.memory.transformer import masked_attention_weights
+
+D_IN = 6
+
+
+def build(name: str, seed: int = 0, **config):
+    torch.manual_seed(seed)
+    mem = make_memory(name, D_IN, **config)
+    mem.eval()
+    return mem
+
+
+def run_chunks(mem, x, starts, sizes):
+    state = mem.initial_state(x.shape[1], x.device)
+    ys, auxs, lo = [], [], 0
+    for size in sizes:
+        y, state, aux = mem(x[lo : lo + size], state, starts[lo : lo + size])
+        ys.append(y)
+        auxs.append(aux)
+        lo += size
+    return torch.cat(ys), state, auxs
+
+
+# naive references
+
+
+def naive_memory(mem, x, starts):
+    """Per-pair loop over (t, i) for one env: ``x`` (T, D_in), ``starts`` (T,) bool.
+
+    Returns the outputs (T, d_model) and the last layer's spans (T,) (None for Transformer-XL).
+    """
+    expire = mem.name == "expire_span"
+    t_len = x.shape[0]
+    episode_start, first = [], 0
+    for t in range(t_len):
+        first = t if bool(starts[t]) else first
+        episode_start.append(first)
+    h = mem.proj(x)
+    spans = None
+    for l, layer in enumerate(mem.layers):
+        if expire:
+            spans = [
+                mem.max_span * torch.sigmoid(mem.span_predictors[l](h[i])).item()
+                for i in range(t_len)
+            ]
+        hn = layer.norm_att(h)
+        n_h, d_h = layer.n_heads, layer.d_head
+        outs = []
+        for t in range(t_len):
+            q = layer.q(hn[t]).view(n_h, d_h) / math.sqrt(d_h)
+            keys, scores, masks, values = [], [], [], []
+            for i in range(episode_start[t], t + 1):
+                d = t - i
+                if expire:
+                    m = max(0.0, min(1.0, 1.0 + (spans[i] - d) / mem.ramp))
+                else:
+                    m = 1.0 if d <= mem.max_span else 0.0
+                if m == 0.0:
+                    continue
+                k, v = layer.kv(hn[i]).view(2, n_h, d_h)
+                s = (q * k).sum(-1)
+                if layer.rel is not None and d < layer.rel.shape[0]:
+                    s = s + (q * layer.rel[d]).sum(-1)
+                keys.append(i)
+                scores.append(s)
+                masks.append(m)
+                values.append(v)
+            a = torch.softmax(torch.stack(scores), dim=0)  # (n_keys, H)
+            m = torch.tensor(masks).unsqueeze(1)
+            a = m * a / (m * a).sum(0, keepdim=True)
+            o = (a.unsqueeze(-1) * torch.stack(values)).sum(0).reshape(-1)
+            out = h[t] + layer.out(o)
+            outs.append(out + layer.ff(layer.norm_ff(out)))
+        h = torch.stack(outs)
+    return mem.norm_out(h), None if spans is None else torch.tensor(spans)
+
+
+def stream(t_len: int, b: int, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(t_len, b, D_IN, generator=g)
+    starts = torch.zeros(t_len, b, dtype=torch.bool)
+    starts[0] = True
+    starts[9, 0] = True
+    starts[21, 1] = True
+    starts[22, 1] = True
+    return x, starts
+
+
+# mask and renormalised attention
+
+
+def test_soft_mask_and_renormalised_attention_equal_a_pair_loop():
+    g = torch.Generator().manual_seed(0)
+    b, h, t_len, k_len, ramp = 2, 3, 4, 9, 2.5
+    dist = torch.randint(-2, 12, (b, t_len, k_len), generator=g)
+    dist[:, :, -1] = 0  # each query sees its own step
+    span = torch.rand(b, k_len, generator=g) * 10
+    scores = torch.randn(b, h, t_len, k_len, generator=g)
+    soft = expire_soft_mask(dist, span, ramp)
+    visible = (dist >= 0) & (soft > 0)
+    got = masked_attention_weights(scores, visible, soft)
+    for bi in range(b):
+        for t in range(t_len):
+            ms = []
+            for i in range(k_len):
+                r = span[bi, i].item() - dist[bi, t, i].item()
+                m = max(0.0, min(1.0, 1.0 + r / ramp))
+                assert soft[bi, t, i].item() == pytest.approx(m, abs=1e-6)
+                ms.append(m if dist[bi, t, i] >= 0 else 0.0)
+            for hi in range(h):
+                seen = [i for i in range(k_len) if ms[i] > 0]
+                z = sum(math.exp(scores[bi, hi, t, i].item()) for i in seen)
+                a = {i: math.exp(scores[bi, hi, t, i].item()) / z for i in seen}
+                norm = sum(ms[i] * a[i] for i in seen)
+                for i in range(k_len):
+                    want = ms[i] * a[i] / norm if i in a else 0.0
+                    assert got[bi, hi, t, i].item() == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, config",
+    [
+        ("expire_span", dict(max_span=6, ramp=3.0, init_span_fraction=0.4, position_window=4)),
+        ("expire_span", dict(max_span=20, ramp=4.0, n_layers=1, position_window=0)),
+        ("trxl", dict(max_span=5, position_window=3)),
+    ],
+)
+def test_cached_blocks_equal_full_history_loop(name, config):
+    """Chunked runs with a cache (expired memories deleted) equal attention over all history."""
+    mem = build(name, **config)
+    x, starts = stream(30, 2)
+    with torch.no_grad():
+        for sizes in ([30], [1] * 30, [4, 11, 1, 7, 7]):
+            y, _, auxs = run_chunks(mem, x, starts, sizes)
+            for b in range(2):
+                want, spans = naive_memory(mem, x[:, b], starts[:, b])
+                torch.testing.assert_close(y[:, b], want, atol=2e-5, rtol=1e-4)
+                if spans is not None:
+                    got = torch.cat([a["spans"][:, b] for a in auxs])
+                    torch.testing.assert_close(got, spans, atol=1e-4, rtol=1e-5)
+
+
+# span loss
+
+
+def _hand_state(mem, ages, spans):
+    """One-layer state of one env holding memories of the given ages and (leaf) spans."""
+    m = len(ages)
+    return {
+        "mem_0": torch.randn(1, m, mem.d_model),
+        "age_0": torch.tensor([ages]),
+        "valid_0": torch.ones(1, m, dtype=torch.bool),
+        "span_0": torch.tensor([spans], requires_grad=True),
+    }
+
+
+def test_span_loss_and_mask_gradients_come_only_from_the_ramp():
+    ramp, alpha, t_len = 4.0, 0.5, 3
+    mem = build("expire_span", max_span=50, ramp=ramp, alpha=alpha, n_layers=1)
+    # distances to the 3 queries are age, age+1, age+2
+    ages = [2, 4, 10, 6, 6]
+    spans = [20.0, 5.0, 1.0, 6.5, 2.9]
+    # m = 1 always | ramp at t=2 | m = 0 | ramp at t=1,2 | ramp at t=0 only, 0 after
+    in_ramp = [False, True, False, True, True]
+    x = torch.randn(t_len, 1, D_IN)
+    no_start = torch.zeros(t_len, 1, dtype=torch.bool)
+
+    state = _hand_state(mem, ages, spans)
+    _, _, aux = mem(x, state, no_start)
+    aux["loss_expire_span"].backward()
+    grad = state["span_0"].grad[0]
+    for i, ramped in enumerate(in_ramp):
+        assert (grad[i] != 0).item() == ramped, (i, grad)
+    # the value: every (t, i) pair inside the ramp charges e_i / R, over R * T * B
+    with torch.no_grad():
+        new = mem.max_span * torch.sigmoid(mem.span_predictors[0](mem.proj(x[:, 0]))).squeeze(-1)
+    total = 0.0
+    for t in range(t_len):
+        pairs = [(spans[i], ages[i] + t) for i in range(len(ages))]
+        pairs += [(new[j].item(), t - j) for j in range(t + 1)]
+        for e, d in pairs:
+            m = 1.0 + (e - d) / ramp
+            if 0.0 < m < 1.0:
+                total += e
+    want = alpha * total / (ramp * t_len * 1)
+    assert aux["loss_expire_span"].item() == pytest.approx(want, rel=1e-5)
+
+    # the task loss reaches spans only through the mask's ramp too
+    state = _hand_state(mem, ages, spans)
+    y, _, _ = mem(x, state, no_start)
+    y.pow(2).sum().backward()
+    grad = state["span_0"].grad[0]
+    for i, ramped in enumerate(in_ramp):
+        assert (grad[i] != 0).item() == ramped, (i, grad)
+
+
+# cache size
+
+
+def test_expire_span_cache_stays_within_the_span_bound():
+    ramp = 4.0
+    mem = build("expire_span", max_span=200, ramp=ramp, init_span_fraction=0.02)
+    x = torch.randn(300, 3, D_IN)
+    starts = torch.zeros(300, 3, dtype=torch.bool)
+    starts[0] = True
+    state = mem.initial_state(3)
+    lo = 0
+    with torch.no_grad():
+        for size in [7, 1, 13] * 14 + [6]:
+            _, state, aux = mem(x[lo : lo + size], state, starts[lo : lo + size])
+            lo += size
+            for l in range(mem.n_layers):
+                valid, span, age = state[f"valid_{l}"], state[f"span_{l}"], state[f"age_{l}"]
+                # every kept memory can still be seen: distance < e + R
+                assert (age[valid] < span[valid] + ramp).all()
+                bound = math.ceil(span[valid].max().item() + ramp)
+                assert valid.shape[1] <= bound < 20
+                assert valid.sum(1).amax() == valid.shape[1]  # trimmed to the largest row
+            assert 0 < aux["memory_size"].item() < 20
+    assert lo == 300
+    assert mem.capacity() == 203
+
+
+def test_trxl_keeps_exactly_the_last_span():
+    span = 10
+    mem = build("trxl", max_span=span)
+    t_len = 57
+    x = torch.randn(t_len, 2, D_IN)
+    starts = torch.zeros(t_len, 2, dtype=torch.bool)
+    starts[0] = True
+    with torch.no_grad():
+        y, state, auxs = run_chunks(mem, x, starts, [4, 1, 20, 32])
+    for l in range(mem.n_layers):
+        assert state[f"valid_{l}"].shape[1] == span and state[f"valid_{l}"].all()
+        assert sorted(state[f"age_{l}"][0].tolist()) == list(range(1, span + 1))
+        torch.testing.assert_close(state[f"mem_{l}"].shape[1], span)
+    # memory size: min(L, steps seen) per step, averaged over the call
+    want = sum(min(span, t) for t in range(25, t_len)) / (t_len - 25)
+    assert auxs[-1]["memory_size"].item() == pytest.approx(want)
+    assert auxs[0]["memory_size"].item() == pytest.approx(sum(range(4)) / 4)
+
+
+def test_state_padded_to_its_spec_gives_the_same_outputs():
+    for name in ("expire_span", "trxl"):
+        mem = (
+            build(name, max_span=8, ramp=2.0) if name == "expire_span" else build(name, max_span=8)
+        )
+        x, starts = stream(30, 2)
+        with torch.no_grad():
+            _, state, _ = run_chunks(mem, x[:20], starts[:20], [20])
+            full = {
+                k: torch.zeros(2, *shape, dtype=dt) for k, (shape, dt) in mem.state_spec().items()
+            }
+            padded = {k: v[1] for k, v in stack_states([full, state]).items()}
+            assert all(padded[k].shape == full[k].shape for k in full)
+            y1, _, _ = mem(x[20:], state, starts[20:])
+            y2, _, _ = mem(x[20:], padded, starts[20:])
+        torch.testing.assert_close(y1, y2)
+
+
+# random shortening
+
+
+def test_random_shortening_only_in_training_mode(monkeypatch):
+    mem = build("expire_span", max_span=40, init_span_fraction=0.5, dropout=0.0)
+    x, starts = stream(25, 2)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        y_eval, _, _ = run_chunks(mem, x, starts, [25])
+        torch.manual_seed(2)
+        assert torch.equal(run_chunks(mem, x, starts, [25])[0], y_eval)
+        mem.train()
+        outs = []
+        for seed in range(8):  # l ~ U(0, 40) falls below the 24 steps seen for some seeds
+            torch.manual_seed(seed)
+            outs.append(run_chunks(mem, x, starts, [25])[0])
+        assert any(not torch.allclose(y, y_eval) for y in outs)
+        torch.manual_seed(3)
+        assert torch.equal(run_chunks(mem, x, starts, [25])[0], outs[3])
+        # l = 0: every step sees only itself, as if each step started an episode
+        monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros((), device=k.get("device")))
+        y_short, _, _ = run_chunks(mem, x, starts, [25])
+        monkeypatch.undo()
+        mem.eval()
+        y_alone, _, _ = run_chunks(mem, x, torch.ones_like(starts), [25])
+        torch.testing.assert_close(y_short, y_alone)
+        # without shortening, training mode (no dropout) equals evaluation
+        mem.random_shortening = False
+        mem.train()
+        torch.testing.assert_close(run_chunks(mem, x, starts, [25])[0], y_eval)
+
+
+# arguments
+
+
+@pytest.mark.parametrize(
+    "name, config, match",
+    [
+        ("expire_span", dict(max_span=0), "max_span must be an integer >= 1, got 0"),
+        ("expire_span", dict(ramp=-1.0), "ramp must be a number > 0, got -1.0"),
+        ("expire_span", dict(alpha=-0.1), "alpha must be a number >= 0"),
+        ("expire_span", dict(init_span_fraction=1.0), r"init_span_fraction must be in \(0, 1\)"),
+        ("trxl", dict(d_model=30, n_heads=4), "d_model must be divisible by n_heads=4, got 30"),
+        ("trxl", dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+        ("trxl", dict(position_window=-1), "position_window must be an integer >= 0"),
+        ("trxl", dict(n_layers=0), "n_layers must be an integer >= 1"),
+    ],
+)
+def test_bad_hyperparameters_are_refused(name, config, match):
+    with pytest.raises(ValueError, match=match):
+        make_memory(name, D_IN, **config)
+
+
+# learning
+
+
+def _recall_batch(g: torch.Generator, t_len: int, b: int, n_tokens: int = 4):
+    """A token (one-hot in dims 0..n_tokens-1) at step 0, noise in the other dims after it."""
+    tokens = torch.randint(0, n_tokens, (b,), generator=g)
+    x = torch.zeros(t_len, b, D_IN)
+    x[0, torch.arange(b), tokens] = 1.0
+    x[1:, :, n_tokens:] = torch.randn(t_len - 1, b, D_IN - n_tokens, generator=g)
+    return x, tokens
+
+
+def _train_recall(mem, t_len: int, steps: int, lr: float, seed: int = 0):
+    """Supervised recall: output the step-0 token at the last step. Returns (accuracy, aux)."""
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(mem.output_dim, 4)
+    opt = torch.optim.Adam([*mem.parameters(), *head.parameters()], lr=lr)
+    mem.train()
+    starts = torch.zeros(t_len, 64, dtype=torch.bool)
+    starts[0] = True
+    for _ in range(steps):
+        x, tokens = _recall_batch(g, t_len, 64)
+        y, _, aux = mem(x, mem.initial_state(64), starts)
+        loss = torch.nn.functional.cross_entropy(head(y[-1]), tokens)
+        loss = loss + sum(v for k, v in aux.items() if k.startswith("loss_"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    mem.eval()
+    with torch.no_grad():
+        x, tokens = _recall_batch(g, t_len, 512)
+        starts = torch.zeros(t_len, 512, dtype=torch.bool)
+        starts[0] = True
+        y, _, aux = mem(x, mem.initial_state(512), starts)
+        acc = (head(y[-1]).argmax(-1) == tokens).float().mean().item()
+    return acc, aux
+
+
+def test_span_grows_where_the_task_needs_it():
+    """Gradient through the soft mask lengthens the span of the step the task must recall.
+
+    The token sits 6 steps back; initial spans (~2.4) put it inside the ramp (R = 4), so only
+    the mask's gradient can keep it: spans of the token steps must grow past 6.
+    """
+    torch.manual_seed(0)
+    mem = make_memory(
+        "expire_span",
+        D_IN,
+        max_span=24,
+        ramp=4.0,
+        alpha=0.0,
+        n_layers=1,
+        d_model=32,
+        init_span_fraction=0.1,
+        position_window=0,
+        random_shortening=False,
+    )
+    _, aux0 = _train_recall(mem, t_len=7, steps=0, lr=3e-3)
+    acc, aux = _train_recall(mem, t_len=7, steps=100, lr=3e-3)
+    assert aux0["spans"].mean() < 3.0
+    token_span, other_spans = aux["spans"][0].mean(), aux["spans"][1:].mean()
+    assert token_span > 6.0 and token_span > other_spans + 1.0, (token_span, other_spans)
+    assert acc > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["expire_span", "trxl"])
+def test_recall_a_token_over_thirty_noisy_steps(name):
+    torch.manual_seed(0)
+    mem = make_memory(name, D_IN)
+    acc, aux = _train_recall(mem, t_len=32, steps=400, lr=1e-3)
+    assert acc > 0.95, (name, acc)
+    if name == "expire_span":
+        # the token step's memory outlives the 31 steps to the query
+        assert aux["spans"][0].mean() + mem.ramp > 31
