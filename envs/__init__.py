@@ -40,15 +40,22 @@ class EnvEntry:
 _CORRIDOR = "envs.corridor:CorridorEnv"
 _PORTAL = "envs.portal:PortalEnv"
 _INSTRUCTION = "envs.instruction:InstructionEnv"
+_CORRIDOR_VEC = "envs.batched.corridor:CorridorVectorEnv"
+_PORTAL_VEC = "envs.batched.portal:PortalVectorEnv"
+_INSTRUCTION_VEC = "envs.batched.instruction:InstructionVectorEnv"
 
 #: Every registered id, in one place (the tests are parametrised over it).
 ENV_TABLE: tuple[EnvEntry, ...] = (
-    EnvEntry("MemoRL/Corridor-v0", _CORRIDOR, {"min_length": 3, "max_length": 200}),
-    EnvEntry("MemoRL/Corridor-L10-v0", _CORRIDOR, {"min_length": 10, "max_length": 10}),
-    EnvEntry("MemoRL/Corridor-Short-v0", _CORRIDOR, {"min_length": 3, "max_length": 20}),
-    EnvEntry("MemoRL/Portal-v0", _PORTAL, {"n_rooms": 50, "max_steps": 1000}),
-    EnvEntry("MemoRL/Portal-R5-v0", _PORTAL, {"n_rooms": 5, "max_steps": 200}),
-    EnvEntry("MemoRL/Instruction-v0", _INSTRUCTION, {}),
+    EnvEntry("MemoRL/Corridor-v0", _CORRIDOR, {"min_length": 3, "max_length": 200}, _CORRIDOR_VEC),
+    EnvEntry(
+        "MemoRL/Corridor-L10-v0", _CORRIDOR, {"min_length": 10, "max_length": 10}, _CORRIDOR_VEC
+    ),
+    EnvEntry(
+        "MemoRL/Corridor-Short-v0", _CORRIDOR, {"min_length": 3, "max_length": 20}, _CORRIDOR_VEC
+    ),
+    EnvEntry("MemoRL/Portal-v0", _PORTAL, {"n_rooms": 50, "max_steps": 1000}, _PORTAL_VEC),
+    EnvEntry("MemoRL/Portal-R5-v0", _PORTAL, {"n_rooms": 5, "max_steps": 200}, _PORTAL_VEC),
+    EnvEntry("MemoRL/Instruction-v0", _INSTRUCTION, {}, _INSTRUCTION_VEC),
     EnvEntry(
         "MemoRL/Instruction-Short-v0",
         _INSTRUCTION,
@@ -59,6 +66,7 @@ ENV_TABLE: tuple[EnvEntry, ...] = (
             "answer_window": 60,
             "instruction_prob": 0.05,
         },
+        _INSTRUCTION_VEC,
     ),
 )
 

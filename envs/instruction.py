@@ -12,6 +12,7 @@ from minigrid.core.world_object import WorldObj
 from minigrid.utils.rendering import fill_coords, point_in_circle, point_in_triangle
 
 from envs.base import MOVES, WordGridEnv, check_int
+from envs.batched.keyed_random import KEY_RANGE, below, bernoulli
 
 __all__ = ["CHARACTER_NAMES", "Character", "InstructionEnv"]
 
@@ -66,6 +67,11 @@ class InstructionEnv(WordGridEnv):
     them: up to step ``episode_length - execute_delay - answer_window``, and only to characters
     who are present; so every instruction given is reachable, and the success ratio is
     ``instructions_done / instructions_given``. Several instructions can be pending at once.
+
+    Randomness: each reset draws one 32-bit key from ``np_random``; every random choice of the
+    episode (where characters stand and move, instructions, distractors) is a hash of the key,
+    the step and the choice's slot (``envs.batched.keyed_random``), so the batched version
+    (``envs.batched.InstructionVectorEnv``) replays the same episodes for all envs at once.
 
     Choices of ours: the agent starts at the west end of the corridor; characters never stand in
     the corridor, a doorway, the floor cell inside a doorway or a room's centre, so every room can
@@ -195,6 +201,7 @@ class InstructionEnv(WordGridEnv):
         self.instructions_done = 0
         self.instructions_failed = 0
         self._heard: tuple[int, ...] = ()
+        self._key = 0  # the episode's key of keyed random draws, drawn at reset
 
     # world
 
@@ -214,53 +221,68 @@ class InstructionEnv(WordGridEnv):
         self.instructions_done = 0
         self.instructions_failed = 0
         self._heard = ()
-        for c in self.characters:
-            pos = self._free_place(exclude_room=None)
+        # The episode's one draw from np_random: every later random choice is a keyed hash of
+        # (key, step, slot) (envs/batched/keyed_random.py), so that the batched version of this
+        # task makes the same choices for all envs at once, without a generator per step.
+        self._key = int(self.np_random.integers(KEY_RANGE))
+        for k, c in enumerate(self.characters):
+            pos = self._free_place(exclude_room=None, slot=SLOTS_PER_CHARACTER * k)
             self.grid.set(*pos, c)
             c.cur_pos = pos
 
-    def _free_place(self, exclude_room: int | None) -> tuple[int, int] | None:
-        rng = self.np_random
-        rooms = [r for r in range(self.n_rooms) if r != exclude_room] or [exclude_room]
-        room = rooms[int(rng.integers(len(rooms)))]
+    def _free_place(self, exclude_room: int | None, slot: int) -> tuple[int, int] | None:
+        # Draws: slot (the room), slot + 1 (a free place in it), slot + 2 (a free place anywhere,
+        # when that room is full).
+        t = self.step_count
+        if exclude_room is None or self.n_rooms == 1:
+            room = below(self._key, t, slot, self.n_rooms)
+        else:
+            room = below(self._key, t, slot, self.n_rooms - 1)
+            room += room >= exclude_room
         free = [p for p in self._places[room] if self.grid.get(*p) is None and p != self.agent_pos]
+        pick = slot + 1
         if not free:  # a full room: try every room
+            pick = slot + 2
             free = [
                 p
                 for places in self._places
                 for p in places
                 if self.grid.get(*p) is None and p != self.agent_pos
             ]
-        return free[int(rng.integers(len(free)))] if free else None
+        return free[below(self._key, t, pick, len(free))] if free else None
 
     def _update_world(self) -> None:
-        rng = self.np_random
-        t = self.step_count
+        key, t = self._key, self.step_count
         for k, c in enumerate(self.characters):
+            slot = SLOTS_PER_CHARACTER * k
             if self.away_until[k]:
                 if self.away_until[k] <= t:
-                    pos = self._free_place(exclude_room=None)
+                    pos = self._free_place(exclude_room=None, slot=slot)
                     if pos is not None:
                         self.away_until[k] = 0
                         self.put(*pos, c)
-            elif self.move_prob and rng.random() < self.move_prob:
-                pos = self._free_place(exclude_room=(c.cur_pos[0] - 1) // 4)
+            elif self.move_prob and bernoulli(key, t, slot + 3, self.move_prob):
+                pos = self._free_place(exclude_room=(c.cur_pos[0] - 1) // 4, slot=slot + 4)
                 if pos is not None:
                     self.put(*c.cur_pos, None)
                     self.put(*pos, c)
         self._heard = ()
         present = [k for k in range(self.n_characters) if not self.away_until[k]]
-        if t <= self.last_instruction_step and present and rng.random() < self.instruction_prob:
-            target = present[int(rng.integers(len(present)))]
-            subject = int(rng.integers(self.n_characters - 1))
+        if (
+            t <= self.last_instruction_step
+            and present
+            and bernoulli(key, t, SLOT_INSTRUCTION, self.instruction_prob)
+        ):
+            target = present[below(key, t, SLOT_INSTRUCTION + 1, len(present))]
+            subject = below(key, t, SLOT_INSTRUCTION + 2, self.n_characters - 1)
             subject += subject >= target  # any kind but the target
             self.pending.append((target, subject))
             self.instructions_given += 1
             self.away_until[target] = t + self.execute_delay
             self.put(*self.characters[target].cur_pos, None)
             self._heard = (self._target_words[target], self._subject_words[subject])
-        elif rng.random() < self.distractor_prob:
-            self._heard = (self._say_words[int(rng.integers(len(self._say_words)))],)
+        elif bernoulli(key, t, SLOT_INSTRUCTION + 3, self.distractor_prob):
+            self._heard = (self._say_words[below(key, t, SLOT_INSTRUCTION + 4, len(_SAY))],)
 
     def neighbours(self) -> list[int]:
         """Kinds of the characters in the 8 cells around the agent."""
@@ -319,3 +341,9 @@ class InstructionEnv(WordGridEnv):
 
 
 _KEEP_FREE = {(2, 2), (2, 3)}  # a room's centre and the floor cell inside its doorway
+_SAY = DISTRACTOR_WORDS
+#: Keyed-draw slots of a step: character ``k`` uses ``[8 k, 8 k + 7)`` (0-2 where it returns or
+#: is first placed, 3 whether it moves, 4-6 where it moves to); the messenger and passer-by use
+#: ``SLOT_INSTRUCTION + 0..4`` (instruction?, target, subject, distractor?, which word).
+SLOTS_PER_CHARACTER = 8
+SLOT_INSTRUCTION = SLOTS_PER_CHARACTER * len(CHARACTER_NAMES)

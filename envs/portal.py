@@ -13,13 +13,27 @@ from minigrid.core.world_object import Door
 
 from envs.base import WordGridEnv, check_int
 
-__all__ = ["PortalEnv"]
+__all__ = ["PortalEnv", "draw_doors"]
 
 DOOR_COLOURS = ("red", "green", "blue", "purple", "yellow")
 #: Offsets, from a room's top-left wall corner, of the door slot in the middle of each wall.
 DOOR_SLOTS = ((2, 0), (4, 2), (2, 4), (0, 2))  # north, east, south, west
 ROOM = 5  # rooms are 5x5, walls included (a 3x3 floor)
 MAX_ROOMS = 1000
+
+
+def draw_doors(rng: np.random.Generator, n_rooms: int) -> tuple[np.ndarray, ...]:
+    """The doors of an episode from one draw of ``rng``: ``(slots, colours, correct)``.
+
+    ``slots[r]`` (2 distinct indices of ``DOOR_SLOTS``) and ``colours[r]`` (2 distinct indices of
+    ``DOOR_COLOURS``) are room ``r``'s two doors, ``correct[r]`` (0 or 1) its correct one, for the
+    ``n_rooms - 1`` rooms with doors. One array draw per episode (random permutations by argsort
+    of uniforms) keeps resets cheap, and lets the batched env replay them exactly.
+    """
+    u = rng.random((n_rooms - 1, len(DOOR_SLOTS) + len(DOOR_COLOURS) + 1))
+    slots = np.argsort(u[:, : len(DOOR_SLOTS)], axis=1, kind="stable")[:, :2]
+    colours = np.argsort(u[:, len(DOOR_SLOTS) : -1], axis=1, kind="stable")[:, :2]
+    return slots, colours, (u[:, -1] < 0.5).astype(np.int64)
 
 
 class PortalEnv(WordGridEnv):
@@ -142,14 +156,13 @@ class PortalEnv(WordGridEnv):
         self.grid = Grid(width, height)
         self.grid.grid = list(self._wall_cells)
         self._portals = {}
+        slots, colours, correct_doors = draw_doors(rng, self.n_rooms)
         for room in range(self.n_rooms - 1):  # the last room has no doors
             ox, oy = self.room_origin(room)
-            slots = rng.choice(len(DOOR_SLOTS), size=2, replace=False)
-            colours = rng.choice(len(DOOR_COLOURS), size=2, replace=False)
-            correct = int(rng.integers(2))
+            correct = int(correct_doors[room])
             for i in range(2):
-                dx, dy = DOOR_SLOTS[int(slots[i])]
-                door = Door(DOOR_COLOURS[int(colours[i])])
+                dx, dy = DOOR_SLOTS[int(slots[room, i])]
+                door = Door(DOOR_COLOURS[int(colours[room, i])])
                 door.cur_pos = (ox + dx, oy + dy)
                 self.grid.set(ox + dx, oy + dy, door)
                 self._portals[(ox + dx, oy + dy)] = (room, i == correct)

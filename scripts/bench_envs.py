@@ -6,6 +6,12 @@ memory task shipped with minigrid), so the ratio column compares like with like.
 
     python scripts/bench_envs.py
     python scripts/bench_envs.py --steps 50000 --num-envs 16 --out docs/env_throughput.md
+
+``--batched`` measures the batched envs (``envs/batched``, numpy and torch on the CPU) instead,
+for 1, 64, 1024 and 8192 envs, against a ``SyncVectorEnv`` of the single env and of minigrid's
+memory env with as many envs, in the same run::
+
+    python scripts/bench_envs.py --batched --out docs/batched_throughput.md
 """
 
 from __future__ import annotations
@@ -44,6 +50,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of envs and actions (0)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to FILE")
+    parser.add_argument(
+        "--batched",
+        action="store_true",
+        help="measure the batched envs against SyncVectorEnv (the table below) instead",
+    )
+    parser.add_argument(
+        "--batched-num-envs",
+        type=int,
+        nargs="+",
+        default=[1, 64, 1024, 8192],
+        help="numbers of envs of the batched table (1 64 1024 8192)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=1.0,
+        help="minimum measuring time per cell of the batched table (1.0)",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,8 +99,74 @@ def bench_vector(env_id: str, steps: int, num_envs: int, seed: int) -> float:
     return n_steps * num_envs / elapsed
 
 
+def _timed_steps(vec: gym.vector.VectorEnv, num_envs: int, seconds: float, seed: int) -> float:
+    # Env steps per second of vector steps with random actions (drawn beforehand), at least
+    # `seconds` of stepping and 3 vector steps, after 2 warm-up steps.
+    n_actions = int(vec.single_action_space.n)
+    actions = np.random.default_rng(seed).integers(n_actions, size=(64, num_envs))
+    device = getattr(vec.unwrapped, "device", None)
+    if device is not None:
+        import torch
+
+        actions = torch.as_tensor(actions, device=device)
+    vec.reset(seed=seed)
+    for t in range(2):
+        vec.step(actions[t])
+    steps, start = 0, time.perf_counter()
+    while steps < 3 or time.perf_counter() - start < seconds:
+        vec.step(actions[steps % 64])
+        steps += 1
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        torch.cuda.synchronize()
+    return steps * num_envs / (time.perf_counter() - start)
+
+
+def bench_batched_table(args: argparse.Namespace) -> str:
+    """The batched envs (numpy, torch-cpu) against SyncVectorEnv of the single env and minigrid."""
+    import torch
+
+    torch.set_num_threads(1)
+    modes = [
+        ("batched numpy", {"vectorization_mode": "vector_entry_point"}),
+        ("batched torch-cpu", {"vectorization_mode": "vector_entry_point", "device": "cpu"}),
+        ("SyncVectorEnv", {"vectorization_mode": "sync"}),
+    ]
+    header = ["env", "num envs", *(m for m, _ in modes), "minigrid SyncVectorEnv", "numpy / sync"]
+    lines = [
+        f"Env steps per second, random actions, autoreset included, >= {args.seconds} s per "
+        f"cell; one process, one torch thread; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}. Minigrid: `{BASELINE}`.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
+    for env_id in SHORT_NAMES.values():
+        for n in args.batched_num_envs:
+            row = []
+            for _, kwargs in modes:
+                vec = gym.make_vec(env_id, num_envs=n, **kwargs)
+                row.append(_timed_steps(vec, n, args.seconds, args.seed))
+                vec.close()
+            base = gym.make_vec(BASELINE, num_envs=n, vectorization_mode="sync")
+            row.append(_timed_steps(base, n, args.seconds, args.seed))
+            base.close()
+            cells = [f"{v:,.0f}" for v in row] + [f"{row[0] / row[2]:.0f}x"]
+            lines.append(f"| `{env_id}` | {n} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
+    if args.batched:
+        table = bench_batched_table(args)
+        print()
+        print(table)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(table + "\n")
+            print(f"\nwrote {args.out}")
+        return table
     rows = []
     for env_id in args.envs:
         single = bench_single(env_id, args.steps, args.seed)

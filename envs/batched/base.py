@@ -1,0 +1,444 @@
+"""Shared machinery of the batched tasks: backends, per-env seeding, NEXT_STEP autoreset, infos.
+
+A batched task keeps the state of all ``N`` envs in arrays (numpy, or torch tensors on a device)
+and implements three array functions: :meth:`BatchedTaskEnv._start` (begin new episodes for some
+envs from their drawn parameters), :meth:`BatchedTaskEnv._transition` (one step of every env)
+and :meth:`BatchedTaskEnv._cells` (the object id of each of the 9 cells around each agent, turned
+into the ``(N, 3, 3, V)`` observation by one gather of a ``(K, V)`` word table).
+
+Randomness replays the single env exactly: env ``i`` owns a ``np.random.Generator`` seeded like
+the single env's ``np_random`` (``seed + i`` for an int seed, as ``SyncVectorEnv`` does), and each
+episode's parameters (a corridor length, a portal's doors, an instruction key) are drawn from it
+by the single env's own draw, on the host. Draws are made ahead into a ring of ``ring`` episodes
+per env, refilled every ``ring`` steps, so a step on a device never waits for the host except at a
+refill (one small copy of the per-env episode counters).
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+__all__ = ["Backend", "BatchedTaskEnv"]
+
+_DTYPES = ("int64", "bool", "uint8", "float64")
+
+
+class Backend:
+    """Array creation and the few operations that differ between numpy and torch.
+
+    Args:
+        device: ``None`` or ``"numpy"`` for numpy arrays on the host, else a torch device
+            (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``).
+    """
+
+    def __init__(self, device: Any = None) -> None:
+        if device is None or device == "numpy":
+            self.torch = None
+            self.device = None
+            self.dtypes = {name: np.dtype(name) for name in _DTYPES}
+            return
+        import torch
+
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device must be None, 'numpy' or a torch device ('cpu', 'cuda'), got {device!r}"
+            ) from err
+        self.torch = torch
+        self.dtypes = {name: getattr(torch, name) for name in _DTYPES}
+        self.dtypes["bool"] = torch.bool
+
+    @property
+    def is_numpy(self) -> bool:
+        """True for the numpy backend."""
+        return self.torch is None
+
+    @property
+    def masked_writes(self) -> bool:
+        """True where updates of some rows are full-width ``where`` writes (no host sync)."""
+        return self.torch is not None and self.device.type != "cpu"
+
+    def zeros(self, shape: Sequence[int], dtype: str) -> Any:
+        """An array of zeros."""
+        if self.torch is None:
+            return np.zeros(tuple(shape), self.dtypes[dtype])
+        return self.torch.zeros(tuple(shape), dtype=self.dtypes[dtype], device=self.device)
+
+    def full(self, shape: Sequence[int], value: Any, dtype: str) -> Any:
+        """An array filled with ``value``."""
+        if self.torch is None:
+            return np.full(tuple(shape), value, self.dtypes[dtype])
+        return self.torch.full(tuple(shape), value, dtype=self.dtypes[dtype], device=self.device)
+
+    def asarray(self, x: Any, dtype: str) -> Any:
+        """``x`` (a host array, or an array of this backend) as an array of this backend."""
+        if self.torch is None:
+            return np.asarray(x, self.dtypes[dtype])
+        if isinstance(x, self.torch.Tensor):
+            return x.to(device=self.device, dtype=self.dtypes[dtype])
+        return self.torch.as_tensor(np.asarray(x), device=self.device).to(self.dtypes[dtype])
+
+    def arange(self, n: int) -> Any:
+        """``[0, n)`` as int64."""
+        if self.torch is None:
+            return np.arange(n, dtype=np.int64)
+        return self.torch.arange(n, device=self.device)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        """Elementwise ``a if cond else b`` (scalars allowed)."""
+        if self.torch is None:
+            return np.where(cond, a, b)
+        t = self.torch
+        if not isinstance(a, t.Tensor):
+            a = t.as_tensor(a, device=self.device, dtype=b.dtype if t.is_tensor(b) else None)
+        if not isinstance(b, t.Tensor):
+            b = t.as_tensor(b, device=self.device, dtype=a.dtype)
+        return t.where(cond, a, b)
+
+    def stack(self, arrays: Sequence[Any], axis: int) -> Any:
+        """Stacks arrays along a new axis."""
+        if self.torch is None:
+            return np.stack(arrays, axis=axis)
+        return self.torch.stack(list(arrays), dim=axis)
+
+    def first_true(self, mask: Any) -> Any:
+        """Index of the first true entry of each row of a 2-d bool mask (0 where none)."""
+        if self.torch is None:
+            return mask.argmax(axis=1)
+        return mask.to(self.torch.uint8).argmax(dim=1)
+
+    def take(self, array: Any, index: Any) -> Any:
+        """``array[n, index[n, j]]`` for 2-d ``array`` and ``index`` (numpy's take_along_axis)."""
+        if self.torch is None:
+            return np.take_along_axis(array, index, axis=1)
+        return self.torch.gather(array, 1, index)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        """Elementwise maximum of two arrays."""
+        return np.maximum(a, b) if self.torch is None else self.torch.maximum(a, b)
+
+    def nonzero(self, mask: Any) -> Any:
+        """Indices of the true entries of a 1-d mask."""
+        if self.torch is None:
+            return np.flatnonzero(mask)
+        return self.torch.nonzero(mask).reshape(-1)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A host numpy copy (a device sync on accelerators)."""
+        return np.asarray(x) if self.torch is None else x.detach().cpu().numpy()
+
+    def copy(self, x: Any) -> Any:
+        """A copy of an array."""
+        return x.copy() if self.torch is None else x.clone()
+
+
+class BatchedTaskEnv(VectorEnv):
+    """A ``VectorEnv`` of ``num_envs`` copies of a single word-grid task, stepped as arrays.
+
+    Semantics are those of ``gymnasium.vector.SyncVectorEnv`` with NEXT_STEP autoreset: the step
+    after an env's episode ends resets it (its action is ignored, reward 0, flags False, the
+    reset's info). Infos use gymnasium's vector format (``info[key]`` array plus ``info["_key"]``
+    mask). On the numpy backend a key appears only when some env reports it, as with
+    ``SyncVectorEnv``; on torch every key of the task is always present (with an all-false mask
+    when no env reports it), because checking would need a host sync.
+
+    Subclasses set ``single_env_class`` and implement :meth:`_draw`, :meth:`_allocate`,
+    :meth:`_start`, :meth:`_transition` and :meth:`_cells`.
+
+    Args:
+        num_envs: number of envs, at least 1.
+        single_kwargs: constructor arguments of the single env (the task's configuration).
+        device: ``None``/``"numpy"`` (numpy arrays, the default) or a torch device: the
+            observations, rewards, flags and infos are then tensors on that device.
+        render_mode: ``None`` or ``"rgb_array"`` (``render()`` draws env 0).
+        ring: episodes drawn ahead per env, at least 1 (and steps between two refills of the
+            draws); ``None`` picks 1 for numpy and 16 for torch.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 10,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+    single_env_class: ClassVar[type[gym.Env]]
+    param_size: ClassVar[int]
+    """Length of the int64 parameter vector that :meth:`_draw` returns per episode."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        single_kwargs: dict[str, Any],
+        *,
+        device: Any = None,
+        render_mode: str | None = None,
+        ring: int | None = None,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)):
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.xp = Backend(device)
+        if ring is None:
+            ring = 1 if self.xp.is_numpy else 16
+        if isinstance(ring, bool) or not isinstance(ring, int) or ring < 1:
+            raise ValueError(f"ring must be an integer >= 1, got {ring!r}")
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.device = self.xp.device
+        self.ring = ring
+        # The single env is the reference of the task: spaces, vocabulary, validated arguments.
+        self.template = self.single_env_class(**single_kwargs)
+        self.single_kwargs = dict(single_kwargs)
+        self.vocab: list[str] = self.template.vocab
+        self.single_observation_space = self.template.observation_space
+        self.single_action_space = self.template.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._n_actions = int(self.single_action_space.n)
+        self._agent_word = self.template.word_index["agent"]
+        self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+        n, xp = self.num_envs, self.xp
+        self._rows = xp.arange(n)
+        self._rngs: list[np.random.Generator] = []
+        self._drawn = np.zeros(n, np.int64)  # episodes drawn per env (host)
+        self._started = xp.zeros((n,), "int64")  # episodes started per env (device)
+        self._params = xp.zeros((n, ring, self.param_size), "int64")
+        self._since_refill = 0
+        self._autoreset = xp.zeros((n,), "bool")
+        self.step_count = xp.zeros((n,), "int64")
+        self._allocate()
+        self._render_env: gym.Env | None = None
+        if render_mode == "rgb_array":
+            self._render_env = self.single_env_class(**single_kwargs, render_mode="rgb_array")
+
+    # task interface
+
+    @abstractmethod
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One episode's parameters, drawn from ``rng`` exactly as the single env's reset does."""
+
+    @abstractmethod
+    def _allocate(self) -> None:
+        """Creates the state arrays of all envs."""
+
+    @abstractmethod
+    def _start(self, rows: Any, mask: Any, params: Any) -> None:
+        """Begins new episodes: ``rows`` and ``mask`` select the envs (see :meth:`_set`),
+        ``params`` are their drawn parameters (one row per selected row)."""
+
+    @abstractmethod
+    def _reset_info(self) -> dict[str, Any]:
+        """The info of a reset, as arrays over all envs, from the current state."""
+
+    @abstractmethod
+    def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
+        """Steps every env (``step_count`` already incremented): ``(reward, terminated, info)``,
+        ``info`` mapping each key to ``(values, mask)`` arrays over all envs."""
+
+    @abstractmethod
+    def _cells(self) -> tuple[Any, Any]:
+        """``(ids, centre)``: object ids ``(N, 3, 3)`` indexing :attr:`word_table`, and the extra
+        centre words ``(N, E)`` (word ids, ``-1`` for none)."""
+
+    word_table: Any
+    """``(K, V)`` uint8: the words of each object id (set by :meth:`_allocate`)."""
+
+    # helpers for subclasses
+
+    def _select(self, mask: Any) -> tuple[Any, Any]:
+        """``(rows, mask)`` for :meth:`_set`: indices of the masked envs, or (on accelerators,
+        to avoid a sync) all rows with the mask kept for ``where`` writes."""
+        if self.xp.masked_writes:
+            return self._rows, mask
+        return self.xp.nonzero(mask), None
+
+    def _set(self, array: Any, rows: Any, mask: Any, values: Any) -> None:
+        """``array[rows] = values`` for the rows selected by :meth:`_select`."""
+        if mask is None:
+            array[rows] = values
+            return
+        m = mask.reshape(-1, *([1] * (array.ndim - 1)))
+        array[...] = self.xp.where(m, values, array)
+
+    # seeding and the ring of drawn episodes
+
+    def _seed(self, seed: int | Sequence[int | None] | None, mask: np.ndarray) -> None:
+        n = self.num_envs
+        if seed is None:
+            seeds: list[int | None] = [None] * n
+        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seeds = [int(seed) + i for i in range(n)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != n:
+                raise ValueError(f"seed must be an int or a list of {n} seeds, got {seed!r}")
+        started = self.xp.to_numpy(self._started)
+        for i in range(n):
+            if not mask[i] or (seeds[i] is None and i < len(self._rngs)):
+                continue
+            rng, _ = seeding.np_random(seeds[i])
+            if i < len(self._rngs):
+                self._rngs[i] = rng
+            else:
+                self._rngs.append(rng)
+            self._drawn[i] = started[i]  # forget episodes drawn from the old generator
+            if i == 0 and self._render_env is not None:
+                self._render_env.reset(seed=0)
+                self._render_env._np_random = copy.deepcopy(rng)
+
+    def _refill(self) -> None:
+        # One host sync: which envs used their drawn episodes; draw them again, in order.
+        started = self.xp.to_numpy(self._started)
+        need = started + self.ring - self._drawn
+        envs = np.flatnonzero(need > 0)
+        if len(envs):
+            counts = need[envs]
+            env_idx = np.repeat(envs, counts)
+            params = np.empty((len(env_idx), self.param_size), np.int64)
+            slots = np.empty(len(env_idx), np.int64)
+            j = 0
+            for i, c in zip(envs.tolist(), counts.tolist(), strict=True):
+                rng, first = self._rngs[i], int(self._drawn[i])
+                for e in range(first, first + c):
+                    params[j] = self._draw(rng)
+                    slots[j] = e % self.ring
+                    j += 1
+            self._drawn[envs] += counts
+            env_t = self.xp.asarray(env_idx, "int64")
+            slot_t = self.xp.asarray(slots, "int64")
+            self._params[env_t, slot_t] = self.xp.asarray(params, "int64")
+        self._since_refill = 0
+
+    def _begin(self, mask: Any) -> dict[str, Any]:
+        """Starts the next drawn episode of the masked envs; returns their reset info."""
+        rows, m = self._select(mask)
+        params = self._params[rows, self._started[rows] % self.ring]
+        self._start(rows, m, params)
+        self._set(self.step_count, rows, m, 0)
+        self._started += self.xp.asarray(mask, "int64")
+        return {key: (values, mask) for key, values in self._reset_info().items()}
+
+    # gymnasium API
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Resets every env (or those of ``options["reset_mask"]``, a bool array).
+
+        ``seed``: an int (env ``i`` gets ``seed + i``), a list of ``num_envs`` seeds or ``None``.
+        """
+        n = self.num_envs
+        host_mask = np.ones(n, bool)
+        if options and "reset_mask" in options:
+            host_mask = np.asarray(self.xp.to_numpy(options["reset_mask"]), bool)
+            if host_mask.shape != (n,) or not host_mask.any():
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({n},) with a True "
+                    f"entry, got {options['reset_mask']!r}"
+                )
+        self._seed(seed, host_mask)
+        self._refill()
+        mask = self.xp.asarray(host_mask, "bool")
+        info = self._begin(mask)
+        self._autoreset = self.xp.where(mask, False, self._autoreset)
+        if self._render_env is not None and host_mask[0]:
+            self._render_env.reset()
+        return self._observe(), self._vector_info(info)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Steps every env; envs whose episode ended at the previous step are reset instead."""
+        xp = self.xp
+        if self._since_refill >= self.ring:
+            self._refill()
+        self._since_refill += 1
+        acts = xp.asarray(actions, "int64").reshape(-1)
+        if acts.shape[0] != self.num_envs:
+            raise ValueError(f"actions must have shape ({self.num_envs},), got {acts.shape}")
+        if xp.is_numpy and ((acts < 0) | (acts >= self._n_actions)).any():
+            raise ValueError(f"actions must be in [0, {self._n_actions - 1}], got {actions!r}")
+        resetting = self._autoreset
+        self.step_count += 1
+        reward, terminated, step_info = self._transition(acts)
+        truncated = ~terminated & (self.step_count >= self._max_steps())
+        done = terminated | truncated
+        # The single env reports success on every terminal step (False unless the task set it).
+        success, success_mask = step_info.pop("success", (done, xp.zeros((self.num_envs,), "bool")))
+        success = success & success_mask & done
+        step_info["success"] = (success, done)
+        step_info["is_success"] = (success, done)
+        keep = ~resetting
+        reward = xp.where(keep, reward, 0.0)
+        terminated = terminated & keep
+        truncated = truncated & keep
+        reset_info = self._begin(resetting)
+        info: dict[str, Any] = {}
+        for key in {**step_info, **reset_info}:
+            values, mask = step_info.get(key, (None, None))
+            mask = keep & mask if mask is not None else xp.zeros((self.num_envs,), "bool")
+            r_values, r_mask = reset_info.get(key, (None, None))
+            if r_values is not None:
+                r_mask = resetting & r_mask
+                values = r_values if values is None else xp.where(r_mask, r_values, values)
+                mask = mask | r_mask
+            info[key] = (values, mask)
+        self._autoreset = terminated | truncated
+        if self._render_env is not None:
+            if bool(resetting[0]):
+                self._render_env.reset()
+            else:
+                self._render_env.step(int(acts[0]))
+        return self._observe(), reward, terminated, truncated, self._vector_info(info)
+
+    def _max_steps(self) -> Any:
+        """Step limit of each env's episode (``(N,)`` or a scalar)."""
+        return self.template.max_steps
+
+    def _observe(self) -> Any:
+        ids, centre = self._cells()
+        obs = self.word_table[ids]  # (N, 3, 3, V)
+        obs[:, 1, 1, self._agent_word] = 1
+        for e in range(centre.shape[1]):
+            w = centre[:, e]
+            obs[self._rows, 1, 1, self.xp.where(w >= 0, w, self._agent_word)] = 1
+        return obs
+
+    def _vector_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        # (values, mask) pairs -> gymnasium's vector info; values are zero where not reported.
+        xp = self.xp
+        out: dict[str, Any] = {}
+        for key, (values, key_mask) in info.items():
+            if xp.is_numpy and not key_mask.any():
+                continue
+            out[key] = xp.where(key_mask, values, xp.zeros(values.shape, _dtype_name(values)))
+            out[f"_{key}"] = key_mask
+        return out
+
+    def render(self) -> np.ndarray | None:
+        """The picture of env 0 (``render_mode="rgb_array"``), else ``None``."""
+        return None if self._render_env is None else self._render_env.render()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Closes the env drawing the pictures."""
+        if self._render_env is not None:
+            self._render_env.close()
+
+
+def _dtype_name(values: Any) -> str:
+    name = str(values.dtype).replace("torch.", "")
+    return "bool" if name in ("bool", "bool_") else name

@@ -1,0 +1,189 @@
+"""The batched tasks against a SyncVectorEnv of the single envs: the same episodes, bit for bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from envs.batched.corridor import CorridorVectorEnv
+from envs.batched.instruction import InstructionVectorEnv
+from envs.batched.keyed_random import below, hash_draw
+from envs.batched.portal import PortalVectorEnv
+
+torch = pytest.importorskip("torch")
+
+# Short variants, so a few hundred steps cover many episodes and autoresets.
+CASES = {
+    "corridor": (
+        CorridorVectorEnv,
+        "envs.corridor:CorridorEnv",
+        {"min_length": 3, "max_length": 6},
+    ),
+    "portal": (PortalVectorEnv, "envs.portal:PortalEnv", {"n_rooms": 4, "max_steps": 40}),
+    "instruction": (
+        InstructionVectorEnv,
+        "envs.instruction:InstructionEnv",
+        {
+            "n_rooms": 2,
+            "n_characters": 5,
+            "episode_length": 60,
+            "execute_delay": 10,
+            "answer_window": 10,
+            "instruction_prob": 0.2,
+            "move_prob": 0.1,
+        },
+    ),
+}
+DEVICES = ["numpy", "cpu"]
+
+
+def host(x: Any) -> np.ndarray:
+    """A numpy copy of a numpy array or a torch tensor."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def host_info(info: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The info as numpy arrays, without keys that no env reports (torch keeps them all)."""
+    out = {k: host(v) for k, v in info.items()}
+    for key in [k for k in out if not k.startswith("_")]:
+        if not out[f"_{key}"].any():
+            del out[key], out[f"_{key}"]
+    return out
+
+
+def assert_same_info(got: dict[str, Any], want: dict[str, Any], where: str) -> None:
+    got, want = host_info(got), {k: np.asarray(v) for k, v in want.items()}
+    assert sorted(got) == sorted(want), where
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype, (where, key)
+        np.testing.assert_array_equal(got[key], value, err_msg=f"{where}: info[{key!r}]")
+
+
+def drive(case: str, device: str, num_envs: int = 6, steps: int = 300, seed: int = 11) -> int:
+    """Steps the batched env and a SyncVectorEnv side by side; returns the episodes ended."""
+    cls, _, kwargs = CASES[case]
+    batched = cls(num_envs, **kwargs, device=device)
+    sync = gym.vector.SyncVectorEnv(
+        [lambda: cls.single_env_class(**kwargs) for _ in range(num_envs)]
+    )
+    n_actions = int(batched.single_action_space.n)
+    rng = np.random.default_rng(seed)
+    obs_b, info_b = batched.reset(seed=seed)
+    obs_s, info_s = sync.reset(seed=seed)
+    np.testing.assert_array_equal(host(obs_b), obs_s)
+    assert_same_info(info_b, info_s, "reset")
+    episodes = 0
+    for t in range(steps):
+        if case == "instruction":  # mostly moves, some tells
+            actions = np.where(
+                rng.random(num_envs) < 0.7,
+                rng.integers(4, size=num_envs),
+                rng.integers(n_actions, size=num_envs),
+            )
+        else:
+            actions = rng.integers(n_actions, size=num_envs)
+        act_b = actions if device == "numpy" else torch.as_tensor(actions, device=device)
+        out_b = batched.step(act_b)
+        out_s = sync.step(actions)
+        for name, got, want in zip(
+            ("obs", "reward", "terminated", "truncated"), out_b, out_s, strict=False
+        ):
+            got = host(got)
+            assert got.dtype == want.dtype, (t, name)
+            np.testing.assert_array_equal(got, want, err_msg=f"step {t}: {name}")
+        assert_same_info(out_b[4], out_s[4], f"step {t}")
+        episodes += int(np.sum(out_s[2] | out_s[3]))
+    return episodes
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_batched_equals_sync_vector_env(case: str, device: str) -> None:
+    episodes = drive(case, device)
+    assert episodes >= 12  # several episodes per env: autoresets were exercised
+
+
+def test_keyed_draws_agree_across_backends() -> None:
+    keys = np.array([0, 1, 2**31, 2**32 - 1], np.int64)
+    steps = np.array([0, 7, 499, 10**6], np.int64)
+    want = [hash_draw(int(k), int(s), 5) for k, s in zip(keys, steps, strict=True)]
+    assert hash_draw(keys, steps, 5).tolist() == want
+    assert hash_draw(torch.as_tensor(keys), torch.as_tensor(steps), 5).tolist() == want
+    draws = below(np.arange(20000, dtype=np.int64), 3, 1, 6)
+    counts = np.bincount(draws, minlength=6)
+    assert draws.min() >= 0 and draws.max() < 6 and counts.min() > 3000  # roughly uniform
+
+
+@pytest.mark.parametrize(
+    ("env_id", "cls"),
+    [
+        ("MemoRL/Corridor-v0", CorridorVectorEnv),
+        ("MemoRL/Portal-R5-v0", PortalVectorEnv),
+        ("MemoRL/Instruction-Short-v0", InstructionVectorEnv),
+    ],
+)
+def test_make_vec_vector_entry_point_returns_the_batched_env(env_id: str, cls: type) -> None:
+    vec = gym.make_vec(env_id, num_envs=8, vectorization_mode="vector_entry_point")
+    assert isinstance(vec.unwrapped, cls) and vec.num_envs == 8
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (8, 3, 3, len(vec.unwrapped.vocab)) and obs.dtype == np.uint8
+    assert vec.observation_space.contains(obs)
+
+
+def test_seed_list_and_reset_mask_match_single_envs() -> None:
+    kwargs = CASES["portal"][2]
+    vec = PortalVectorEnv(3, **kwargs)
+    singles = [PortalVectorEnv.single_env_class(**kwargs) for _ in range(3)]
+    obs, _ = vec.reset(seed=[5, None, 9])
+    for i in (0, 2):
+        np.testing.assert_array_equal(obs[i], singles[i].reset(seed=[5, None, 9][i])[0])
+    mask = np.array([True, False, False])
+    obs2, info = vec.reset(seed=[7, 0, 0], options={"reset_mask": mask})
+    np.testing.assert_array_equal(obs2[0], singles[0].reset(seed=7)[0])
+    np.testing.assert_array_equal(obs2[1:], obs[1:])
+    assert info["_room"].tolist() == [True, False, False]
+
+
+def test_render_draws_env_0() -> None:
+    kwargs = CASES["corridor"][2]
+    vec = CorridorVectorEnv(2, **kwargs, render_mode="rgb_array")
+    single = CorridorVectorEnv.single_env_class(**kwargs, render_mode="rgb_array")
+    vec.reset(seed=3)
+    single.reset(seed=3)
+    for a in (1, 1, 3, 1):
+        vec.step(np.array([a, 0]))
+        single.step(a)
+    frame = vec.render()
+    assert frame.shape[2] == 3
+    np.testing.assert_array_equal(frame, single.render())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_envs": 0}, "num_envs"),
+        ({"num_envs": 2, "device": "nonsense"}, "device"),
+        ({"num_envs": 2, "render_mode": "human"}, "render_mode"),
+        ({"num_envs": 2, "ring": 0}, "ring"),
+        ({"num_envs": 2, "min_length": 2}, "min_length"),
+    ],
+)
+def test_bad_arguments_raise(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        CorridorVectorEnv(**kwargs)
+
+
+def test_bad_actions_and_seeds_raise() -> None:
+    vec = CorridorVectorEnv(2, min_length=3, max_length=4)
+    with pytest.raises(ValueError, match="seed"):
+        vec.reset(seed=[1, 2, 3])
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match="actions"):
+        vec.step(np.array([0, 4]))
+    with pytest.raises(ValueError, match="actions"):
+        vec.step(np.array([0]))
