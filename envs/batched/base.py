@@ -3,8 +3,8 @@
 A batched task keeps the state of all ``N`` envs in arrays (numpy, or torch tensors on a device)
 and implements three array functions: :meth:`BatchedTaskEnv._start` (begin new episodes for some
 envs from their drawn parameters), :meth:`BatchedTaskEnv._transition` (one step of every env)
-and :meth:`BatchedTaskEnv._cells` (the object id of each of the 9 cells around each agent, turned
-into the ``(N, 3, 3, V)`` observation by one gather of a ``(K, V)`` word table).
+and :meth:`BatchedTaskEnv._observe` (the ``(N, 3, 3, V)`` observation, a gather of precomputed
+word rows).
 
 Randomness replays the single env exactly: env ``i`` owns a ``np.random.Generator`` seeded like
 the single env's ``np_random`` (``seed + i`` for an int seed, as ``SyncVectorEnv`` does), and each
@@ -44,6 +44,8 @@ class Backend:
         if device is None or device == "numpy":
             self.torch = None
             self.device = None
+            self.force_masked = False
+            self._row_starts: dict[tuple[int, int], np.ndarray] = {}
             self.dtypes = {name: np.dtype(name) for name in _DTYPES}
             return
         import torch
@@ -55,6 +57,7 @@ class Backend:
                 f"device must be None, 'numpy' or a torch device ('cpu', 'cuda'), got {device!r}"
             ) from err
         self.torch = torch
+        self.force_masked = False  # tests: run the accelerator code path on the CPU
         self.dtypes = {name: getattr(torch, name) for name in _DTYPES}
         self.dtypes["bool"] = torch.bool
 
@@ -66,7 +69,7 @@ class Backend:
     @property
     def masked_writes(self) -> bool:
         """True where updates of some rows are full-width ``where`` writes (no host sync)."""
-        return self.torch is not None and self.device.type != "cpu"
+        return self.torch is not None and (self.device.type != "cpu" or self.force_masked)
 
     def zeros(self, shape: Sequence[int], dtype: str) -> Any:
         """An array of zeros."""
@@ -87,6 +90,25 @@ class Backend:
         if isinstance(x, self.torch.Tensor):
             return x.to(device=self.device, dtype=self.dtypes[dtype])
         return self.torch.as_tensor(np.asarray(x), device=self.device).to(self.dtypes[dtype])
+
+    def astype(self, x: Any, dtype: str) -> Any:
+        """``x`` converted to ``dtype`` (a copy)."""
+        if self.torch is None:
+            return x.astype(self.dtypes[dtype])
+        return x.to(self.dtypes[dtype])
+
+    def clip(self, x: Any, low: Any, high: Any, out: Any = None) -> Any:
+        """``min(max(x, low), high)`` elementwise (``low`` a scalar, ``high`` scalar or array)."""
+        if self.torch is None:
+            y = np.maximum(x, low, out=out)
+            return np.minimum(y, high, out=y)
+        t = self.torch
+        y = t.clamp(x, min=low)
+        y = t.minimum(y, high) if t.is_tensor(high) else t.clamp(y, max=high)
+        if out is None:
+            return y
+        out.copy_(y)
+        return out
 
     def arange(self, n: int) -> Any:
         """``[0, n)`` as int64."""
@@ -120,7 +142,12 @@ class Backend:
     def take(self, array: Any, index: Any) -> Any:
         """``array[n, index[n, j]]`` for 2-d ``array`` and ``index`` (numpy's take_along_axis)."""
         if self.torch is None:
-            return np.take_along_axis(array, index, axis=1)
+            # flat indexing: faster than take_along_axis for small rows
+            n, cols = array.shape
+            starts = self._row_starts.get((n, cols))
+            if starts is None:
+                starts = self._row_starts[(n, cols)] = np.arange(0, n * cols, cols)[:, None]
+            return array.reshape(-1)[starts + index]
         return self.torch.gather(array, 1, index)
 
     def maximum(self, a: Any, b: Any) -> Any:
@@ -132,6 +159,18 @@ class Backend:
         if self.torch is None:
             return np.flatnonzero(mask)
         return self.torch.nonzero(mask).reshape(-1)
+
+    def nonzero2(self, mask: Any) -> tuple[Any, Any]:
+        """``(rows, cols)`` of the true entries of a 2-d mask, in row-major order."""
+        if self.torch is None:
+            return np.nonzero(mask)
+        return self.torch.nonzero(mask, as_tuple=True)
+
+    def cummax(self, x: Any) -> Any:
+        """Running maximum of a 1-d array."""
+        if self.torch is None:
+            return np.maximum.accumulate(x)
+        return self.torch.cummax(x, 0).values
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A host numpy copy (a device sync on accelerators)."""
@@ -148,12 +187,12 @@ class BatchedTaskEnv(VectorEnv):
     Semantics are those of ``gymnasium.vector.SyncVectorEnv`` with NEXT_STEP autoreset: the step
     after an env's episode ends resets it (its action is ignored, reward 0, flags False, the
     reset's info). Infos use gymnasium's vector format (``info[key]`` array plus ``info["_key"]``
-    mask). On the numpy backend a key appears only when some env reports it, as with
-    ``SyncVectorEnv``; on torch every key of the task is always present (with an all-false mask
-    when no env reports it), because checking would need a host sync.
+    mask). On host backends (numpy, torch on the CPU) a key appears only when some env reports
+    it, as with ``SyncVectorEnv``; on accelerators every key of the task is always present (with
+    an all-false mask when no env reports it), because checking would need a host sync.
 
     Subclasses set ``single_env_class`` and implement :meth:`_draw`, :meth:`_allocate`,
-    :meth:`_start`, :meth:`_transition` and :meth:`_cells`.
+    :meth:`_start`, :meth:`_transition` and :meth:`_observe`.
 
     Args:
         num_envs: number of envs, at least 1.
@@ -191,7 +230,7 @@ class BatchedTaskEnv(VectorEnv):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.xp = Backend(device)
         if ring is None:
-            ring = 1 if self.xp.is_numpy else 16
+            ring = 16 if self.xp.masked_writes else 1
         if isinstance(ring, bool) or not isinstance(ring, int) or ring < 1:
             raise ValueError(f"ring must be an integer >= 1, got {ring!r}")
         self.num_envs = int(num_envs)
@@ -249,9 +288,8 @@ class BatchedTaskEnv(VectorEnv):
         ``info`` mapping each key to ``(values, mask)`` arrays over all envs."""
 
     @abstractmethod
-    def _cells(self) -> tuple[Any, Any]:
-        """``(ids, centre)``: object ids ``(N, 3, 3)`` indexing :attr:`word_table`, and the extra
-        centre words ``(N, E)`` (word ids, ``-1`` for none)."""
+    def _observe(self) -> Any:
+        """The ``(N, 3, 3, V)`` uint8 observation of every env, from the current state."""
 
     word_table: Any
     """``(K, V)`` uint8: the words of each object id (set by :meth:`_allocate`)."""
@@ -322,14 +360,47 @@ class BatchedTaskEnv(VectorEnv):
             self._params[env_t, slot_t] = self.xp.asarray(params, "int64")
         self._since_refill = 0
 
-    def _begin(self, mask: Any) -> dict[str, Any]:
-        """Starts the next drawn episode of the masked envs; returns their reset info."""
-        rows, m = self._select(mask)
+    def _begin(self, rows: Any, mask: Any) -> dict[str, Any]:
+        """Starts the next drawn episode of the selected envs (see :meth:`_select`); returns the
+        reset info over all envs (meaningful at the selected rows)."""
+        if mask is None:
+            self._refill_rows(rows)
         params = self._params[rows, self._started[rows] % self.ring]
-        self._start(rows, m, params)
-        self._set(self.step_count, rows, m, 0)
-        self._started += self.xp.asarray(mask, "int64")
-        return {key: (values, mask) for key, values in self._reset_info().items()}
+        self._start(rows, mask, params)
+        self._set(self.step_count, rows, mask, 0)
+        if mask is None:
+            self._started[rows] += 1
+        else:
+            self._started += mask
+        return self._reset_info()
+
+    def _refill_rows(self, rows: Any) -> None:
+        # Host backends: draw (on demand, in each env's order) the episodes that the envs of
+        # `rows` are about to start.
+        rows_h = self.xp.to_numpy(rows)
+        started = self.xp.to_numpy(self._started)[rows_h]
+        late = self._drawn[rows_h] <= started
+        if not late.any():
+            return
+        envs, slots, rngs = [], [], []
+        for i, first, last in zip(
+            rows_h[late].tolist(),
+            self._drawn[rows_h[late]].tolist(),
+            started[late].tolist(),
+            strict=True,
+        ):
+            for e in range(first, last + 1):
+                envs.append(i)
+                slots.append(e % self.ring)
+                rngs.append(self._rngs[i])  # an env's episodes are drawn in order
+            self._drawn[i] = last + 1
+        xp = self.xp
+        env_t, slot_t = xp.asarray(envs, "int64"), xp.asarray(slots, "int64")
+        self._params[env_t, slot_t] = xp.asarray(self._draw_many(rngs), "int64")
+
+    def _draw_many(self, rngs: list[np.random.Generator]) -> np.ndarray:
+        """``_draw`` of each generator in turn, stacked (tasks may batch the work)."""
+        return np.stack([self._draw(rng) for rng in rngs])
 
     # gymnasium API
 
@@ -355,49 +426,76 @@ class BatchedTaskEnv(VectorEnv):
         self._seed(seed, host_mask)
         self._refill()
         mask = self.xp.asarray(host_mask, "bool")
-        info = self._begin(mask)
+        rows, m = self._select(mask)
+        reset_info = self._begin(rows, m)
         self._autoreset = self.xp.where(mask, False, self._autoreset)
         if self._render_env is not None and host_mask[0]:
             self._render_env.reset()
+        info = {key: (values, mask) for key, values in reset_info.items()}
         return self._observe(), self._vector_info(info)
 
-    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
-        """Steps every env; envs whose episode ended at the previous step are reset instead."""
+    def _check_actions(self, actions: Any) -> Any:
         xp = self.xp
-        if self._since_refill >= self.ring:
-            self._refill()
-        self._since_refill += 1
         acts = xp.asarray(actions, "int64").reshape(-1)
         if acts.shape[0] != self.num_envs:
             raise ValueError(f"actions must have shape ({self.num_envs},), got {acts.shape}")
-        if xp.is_numpy and ((acts < 0) | (acts >= self._n_actions)).any():
+        if xp.is_numpy and (acts.min() < 0 or acts.max() >= self._n_actions):
             raise ValueError(f"actions must be in [0, {self._n_actions - 1}], got {actions!r}")
+        return acts
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Steps every env; envs whose episode ended at the previous step are reset instead.
+
+        Host backends (numpy, torch on the CPU) reset only the envs that ended, and skip every
+        piece of bookkeeping that no env needs this step; on accelerators the same work is done
+        with full-width masked writes, so a step never waits for the host (the drawn episodes are
+        refilled every ``ring`` steps, one small copy).
+        """
+        xp = self.xp
+        acts = self._check_actions(actions)
         resetting = self._autoreset
+        masked = xp.masked_writes
+        if masked:
+            if self._since_refill >= self.ring:
+                self._refill()
+            self._since_refill += 1
+            any_reset = True
+        else:
+            any_reset = bool(resetting.any())
         self.step_count += 1
         reward, terminated, step_info = self._transition(acts)
-        truncated = ~terminated & (self.step_count >= self._max_steps())
+        truncated = self.step_count >= self._max_steps()
+        truncated &= ~terminated
+        reset_info: dict[str, Any] = {}
+        if any_reset:
+            keep = ~resetting
+            reward = reward * keep
+            terminated &= keep
+            truncated &= keep
+            rows, m = (self._rows, resetting) if masked else (xp.nonzero(resetting), None)
+            reset_info = self._begin(rows, m)
         done = terminated | truncated
-        # The single env reports success on every terminal step (False unless the task set it).
-        success, success_mask = step_info.pop("success", (done, xp.zeros((self.num_envs,), "bool")))
-        success = success & success_mask & done
-        step_info["success"] = (success, done)
-        step_info["is_success"] = (success, done)
-        keep = ~resetting
-        reward = xp.where(keep, reward, 0.0)
-        terminated = terminated & keep
-        truncated = truncated & keep
-        reset_info = self._begin(resetting)
         info: dict[str, Any] = {}
+        if masked or any_reset or bool(done.any()):
+            # The single env reports success on every terminal step (False unless the task set
+            # it); keys reported every step have the mask None.
+            success, success_mask = step_info.pop("success", (done, None))
+            if success_mask is not None:
+                success = success & success_mask
+            step_info["success"] = (success & done, done)
+            step_info["is_success"] = step_info["success"]
+        else:
+            step_info.pop("success", None)
         for key in {**step_info, **reset_info}:
             values, mask = step_info.get(key, (None, None))
-            mask = keep & mask if mask is not None else xp.zeros((self.num_envs,), "bool")
-            r_values, r_mask = reset_info.get(key, (None, None))
-            if r_values is not None:
-                r_mask = resetting & r_mask
-                values = r_values if values is None else xp.where(r_mask, r_values, values)
-                mask = mask | r_mask
+            if any_reset:
+                mask = keep if mask is None else mask & keep
+                r_values = reset_info.get(key)
+                if r_values is not None:
+                    values = r_values if values is None else xp.where(resetting, r_values, values)
+                    mask = resetting if values is r_values else mask | resetting
             info[key] = (values, mask)
-        self._autoreset = terminated | truncated
+        self._autoreset = done
         if self._render_env is not None:
             if bool(resetting[0]):
                 self._render_env.reset()
@@ -409,8 +507,9 @@ class BatchedTaskEnv(VectorEnv):
         """Step limit of each env's episode (``(N,)`` or a scalar)."""
         return self.template.max_steps
 
-    def _observe(self) -> Any:
-        ids, centre = self._cells()
+    def _observe_cells(self, ids: Any, centre: Any) -> Any:
+        """The observation from object ids ``(N, 3, 3)`` indexing :attr:`word_table`, with the
+        agent and the extra centre words ``(N, E)`` (word ids, ``-1`` for none)."""
         obs = self.word_table[ids]  # (N, 3, 3, V)
         obs[:, 1, 1, self._agent_word] = 1
         for e in range(centre.shape[1]):
@@ -419,13 +518,18 @@ class BatchedTaskEnv(VectorEnv):
         return obs
 
     def _vector_info(self, info: dict[str, Any]) -> dict[str, Any]:
-        # (values, mask) pairs -> gymnasium's vector info; values are zero where not reported.
+        # (values, mask) pairs -> gymnasium's vector info; values are zero where not reported;
+        # a mask None means every env (the values are then copied: they may be live state).
         xp = self.xp
         out: dict[str, Any] = {}
         for key, (values, key_mask) in info.items():
-            if xp.is_numpy and not key_mask.any():
+            if key_mask is None:
+                out[key] = xp.copy(values)
+                out[f"_{key}"] = xp.full((self.num_envs,), True, "bool")
                 continue
-            out[key] = xp.where(key_mask, values, xp.zeros(values.shape, _dtype_name(values)))
+            if not xp.masked_writes and not key_mask.any():
+                continue
+            out[key] = values * key_mask if values.dtype != key_mask.dtype else values & key_mask
             out[f"_{key}"] = key_mask
         return out
 

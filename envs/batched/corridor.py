@@ -1,4 +1,4 @@
-"""The Corridor task, batched: every env's corridor as three integers and the agent's column."""
+"""The Corridor task, batched: every env's corridor as a few integers and the agent's column."""
 
 from __future__ import annotations
 
@@ -14,6 +14,21 @@ __all__ = ["CorridorVectorEnv"]
 # Object ids of a cell: empty, wall, red ball, blue ball, red door, blue door.
 _EMPTY, _WALL, _BALL, _DOOR = 0, 1, 2, 4
 _OBJECT_WORDS = ((), ("wall",), *(("ball", c) for c in COLOURS), *(("door", c) for c in COLOURS))
+# Where the agent stands: next to the ball, inside, one cell before the doors, at the doors.
+_START, _INSIDE, _BEFORE_END, _END = range(4)
+
+
+def _view_ids(place: int, colour: int, north: int) -> np.ndarray:
+    """The ``(3, 3)`` object ids around the agent for a place kind, ball and north door colours."""
+    ids = np.full((3, 3), _WALL, np.int64)
+    ids[1] = _EMPTY
+    if place == _START:
+        ids[1, 0] = _BALL + colour
+    if place == _BEFORE_END:
+        ids[0, 2], ids[2, 2] = _DOOR + north, _DOOR + 1 - north
+    if place == _END:
+        ids[0, 1], ids[2, 1], ids[1, 2] = _DOOR + north, _DOOR + 1 - north, _WALL
+    return ids
 
 
 class CorridorVectorEnv(BatchedTaskEnv):
@@ -21,8 +36,9 @@ class CorridorVectorEnv(BatchedTaskEnv):
 
     Same observations, rewards, flags and infos as a ``SyncVectorEnv`` of the single env with the
     same seeds. Each env's state is its corridor length, the ball's colour, the north door's
-    colour and the agent's column (the agent never leaves the corridor's row), so the 3x3 view
-    is computed from four integers per env rather than read from a map.
+    colour and the agent's column (the agent never leaves the corridor's row). The view takes
+    one of 16 values (4 kinds of place times the 2 x 2 colours), so an observation is one row
+    gather of a precomputed ``(16, 3, 3, V)`` table, and a step is a dozen array operations.
 
     Args:
         num_envs: number of envs, at least 1.
@@ -34,7 +50,7 @@ class CorridorVectorEnv(BatchedTaskEnv):
     """
 
     single_env_class = CorridorEnv
-    param_size = 3
+    param_size = 6
 
     def __init__(
         self,
@@ -59,7 +75,11 @@ class CorridorVectorEnv(BatchedTaskEnv):
         length = int(rng.integers(self.template.min_length, self.template.max_length + 1))
         colour = int(rng.integers(2))
         north = int(rng.integers(2))
-        return np.array([length, colour, north], np.int64)
+        # the whole starting state of the episode (see _allocate's columns)
+        return np.array(
+            [length, 1, 2 * length + 20, 2 * (north != colour), 2 * colour + north, colour],
+            np.int64,
+        )
 
     def _allocate(self) -> None:
         xp, n = self.xp, self.num_envs
@@ -68,46 +88,51 @@ class CorridorVectorEnv(BatchedTaskEnv):
         for k, words in enumerate(_OBJECT_WORDS):
             table[k, [index[w] for w in words]] = 1
         self.word_table = xp.asarray(table, "uint8")
-        self.length = xp.full((n,), 3, "int64")
-        self.colour = xp.zeros((n,), "int64")
-        self.north = xp.zeros((n,), "int64")  # colour of the north door; the south one is 1 - it
-        self.x = xp.full((n,), 1, "int64")
-        self._offsets = xp.asarray([-1, 0, 1], "int64")
+        # views[(place * 2 + colour) * 2 + north]: the whole (3, 3, V) observation
+        views = np.stack(
+            [
+                table[_view_ids(p, c, d)]
+                for p in range(4)
+                for c in range(2)
+                for d in range(2)
+            ]
+        )
+        views[:, 1, 1, self._agent_word] = 1
+        self._views = xp.asarray(views, "uint8")
+        # place kind from min(length - x, 2): at the doors, one before, inside
+        self._place_of_distance = xp.asarray([_END, _BEFORE_END, _INSIDE], "int64")
+        self._dx = xp.asarray([0, 1, 0, -1], "int64")
+        # One row of int64 state per env, so that a new episode is one row write.
+        self.state = xp.zeros((n, self.param_size), "int64")
+        self.length = self.state[:, 0]
+        self.x = self.state[:, 1]
+        self.max_steps = self.state[:, 2]  # CorridorEnv.time_limit
+        self._good = self.state[:, 3]  # the action into the matching door (0 north, 2 south)
+        self._colours = self.state[:, 4]  # colour * 2 + north colour, the view's colour part
+        self.colour = self.state[:, 5]
 
     def _start(self, rows: Any, mask: Any, params: Any) -> None:
-        self._set(self.length, rows, mask, params[:, 0])
-        self._set(self.colour, rows, mask, params[:, 1])
-        self._set(self.north, rows, mask, params[:, 2])
-        self._set(self.x, rows, mask, 1)
+        self._set(self.state, rows, mask, params)
 
     def _reset_info(self) -> dict[str, Any]:
-        return {"length": self.length, "max_steps": self._max_steps()}
+        return {"length": self.length, "max_steps": self.max_steps}  # copied by the base
 
     def _max_steps(self) -> Any:
-        return 2 * self.length + 20  # CorridorEnv.time_limit
+        return self.max_steps
 
     def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
-        xp, x, length = self.xp, self.x, self.length
-        # North and south lead into the doors from the last cell, else into walls.
-        door = ((actions == 0) | (actions == 2)) & (x == length)
-        door_colour = xp.where(actions == 0, self.north, 1 - self.north)
-        success = door & (door_colour == self.colour)
+        x, length = self.x, self.length
+        # North and south (even actions) lead into the doors from the last cell, else into walls.
+        door = (x == length) & ((actions & 1) == 0)
+        success = door & (actions == self._good)
         # East stops at the end wall, west at the ball in the west wall.
-        east = (actions == 1) & (x < length)
-        west = (actions == 3) & (x > 1)
-        self.x = xp.where(east, x + 1, xp.where(west, x - 1, x))
-        reward = xp.where(success, 1.0, xp.zeros(success.shape, "float64"))
+        x += self._dx[actions]  # in place: a column of the state
+        self.xp.clip(x, 1, length, out=x)
+        reward = self.xp.astype(success, "float64")
         return reward, door, {"success": (success, door), "length": (length, door)}
 
-    def _cells(self) -> tuple[Any, Any]:
+    def _observe(self) -> Any:
         xp = self.xp
-        cols = self.x[:, None] + self._offsets  # (N, 3), map columns x - 1 .. x + 1
-        length = self.length[:, None]
-        at_doors = cols == length
-        north = xp.where(at_doors, _DOOR + self.north[:, None], _WALL)
-        south = xp.where(at_doors, _DOOR + 1 - self.north[:, None], _WALL)
-        middle = xp.where(
-            cols == 0, _BALL + self.colour[:, None], xp.where(cols == length + 1, _WALL, _EMPTY)
-        )
-        ids = xp.stack([north, middle, south], axis=1)
-        return ids, xp.zeros((self.num_envs, 0), "int64")
+        distance = xp.clip(self.length - self.x, 0, 2)
+        place = xp.where(self.x == 1, _START, self._place_of_distance[distance])
+        return self._views[place * 4 + self._colours]

@@ -8,7 +8,7 @@ import numpy as np
 
 from envs.base import MOVES
 from envs.batched.base import BatchedTaskEnv
-from envs.batched.keyed_random import KEY_RANGE, below, bernoulli
+from envs.batched.keyed_random import KEY_RANGE, draw, scale, step_base, threshold
 from envs.instruction import (
     _KEEP_FREE,
     _SAY,
@@ -21,7 +21,7 @@ from envs.instruction import (
 __all__ = ["InstructionVectorEnv"]
 
 _EMPTY, _WALL, _CHARACTER = 0, 1, 2  # object ids; character k is _CHARACTER + k
-_OFFSETS = (-1, 0, 1)
+_NONE = 1 << 62  # the given-step of an empty queue entry
 
 
 class InstructionVectorEnv(BatchedTaskEnv):
@@ -30,11 +30,19 @@ class InstructionVectorEnv(BatchedTaskEnv):
     Same observations, rewards, flags and infos as a ``SyncVectorEnv`` of the single env with the
     same seeds. The single env draws one key per episode from ``np_random`` and every other
     random choice as a keyed hash (``envs.batched.keyed_random``), so here the choices of all
-    envs are one array expression per step. State per env: the agent's cell, each character's
-    standing place (``-1`` while away) and return step, the instructions given so far (target,
-    subject, pending flag, in order: the queue), the counters and the words heard this step.
-    Characters are processed one kind after another (at most 8), as in the single env, since a
-    character's move changes the free places of the next.
+    envs are array expressions. State per env: the map's object ids ``(H * W,)`` (walls and
+    characters, so a view is one gather of 9 cells and a move one lookup), the agent's cell,
+    each character's standing place (``-1`` while away) and return step, the pending
+    instructions per target character (``K`` entries each, ``K`` the most instructions one
+    character can get in an episode: its targets are ``execute_delay`` steps apart), the
+    counters and a code of the words heard this step.
+
+    A step draws the per-step choices of all envs at once (one hash per slot from a shared
+    per-step base); the rare events that need a free standing place (a character coming back or
+    moving) are gathered, and processed in rounds of at most one event per env, in the single
+    env's character order (a character's move changes the free places of the next). On host
+    backends only the envs with an event take part; on accelerators the rounds are the
+    characters, full width with masked writes, so no step waits for the host.
 
     Args:
         num_envs: number of envs, at least 1.
@@ -98,15 +106,9 @@ class InstructionVectorEnv(BatchedTaskEnv):
             table[_CHARACTER + k, index[CHARACTER_NAMES[k]]] = 1
         self.word_table = xp.asarray(table, "uint8")
         env.reset(seed=0)  # the static walls of the map, and its standing places
+        width = env.width
         walls = np.array(
-            [
-                [
-                    int(o is not None and o.type == "wall")
-                    for o in env.grid.grid[y * env.width :][: env.width]
-                ]
-                for y in range(env.height)
-            ],
-            np.int64,
+            [int(o is not None and o.type == "wall") for o in env.grid.grid], np.int64
         )
         places = [
             (4 * r + dx, dy)
@@ -116,201 +118,238 @@ class InstructionVectorEnv(BatchedTaskEnv):
             if (dx, dy) not in _KEEP_FREE
         ]
         assert places == [p for room in env._places for p in room]
-        place_map = np.full((env.height, env.width), -1, np.int64)
-        for p, (x, y) in enumerate(places):
-            place_map[y, x] = p
-        self._walls = xp.asarray(walls, "int64")  # (H, W) object id of the static map
-        self._place_map = xp.asarray(place_map, "int64")  # (H, W) -> place index or -1
-        self._place_x = xp.asarray([x for x, _ in places], "int64")
-        self._place_y = xp.asarray([y for _, y in places], "int64")
+        self._width = width
+        self._walls = xp.asarray(walls, "int64")  # (H * W,) object id of the static map
+        self._start_cell = env.agent_pos[1] * width + env.agent_pos[0]
+        self._place_cell = xp.asarray([y * width + x for x, y in places], "int64")
         self._place_room = xp.asarray([(x - 1) // 4 for x, _ in places], "int64")
-        self._place_ids = xp.arange(len(places))
-        self._offsets = xp.asarray(_OFFSETS, "int64")
-        self._dx = xp.asarray([dx for dx, _ in MOVES] + [0] * c, "int64")
-        self._dy = xp.asarray([dy for _, dy in MOVES] + [0] * c, "int64")
-        self._target_words = xp.asarray(env._target_words, "int64")
-        self._subject_words = xp.asarray(env._subject_words, "int64")
-        self._say_words = xp.asarray(env._say_words, "int64")
-        queue = max(env.last_instruction_step, 1)  # at most one instruction per step
+        self._window = xp.asarray(
+            [dy * width + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], "int64"
+        )
+        self._step = xp.asarray([dy * width + dx for dx, dy in MOVES] + [0] * c, "int64")
+        # the centre cell: agent plus the words heard, by code (0 none, 1 + w a passer-by's
+        # word, 1 + len(_SAY) + target * c + subject an instruction)
+        centre = np.zeros((1 + len(_SAY) + c * c, len(self.vocab)), np.uint8)
+        centre[:, self._agent_word] = 1
+        for w, word in enumerate(env._say_words):
+            centre[1 + w, word] = 1
+        for target in range(c):
+            for subject in range(c):
+                row = centre[1 + len(_SAY) + target * c + subject]
+                row[env._target_words[target]] = row[env._subject_words[subject]] = 1
+        # object ids, then the centre codes (the agent's cell, shown with the words heard)
+        self._obs_table = xp.asarray(np.concatenate([table, centre]), "uint8")
+        bits = np.zeros(_CHARACTER + c + len(centre), np.int64)
+        bits[_CHARACTER : _CHARACTER + c] = 1 << np.arange(c)
+        self._bits = xp.asarray(bits, "int64")
+        self._kinds = xp.arange(c)
+        self._centre_id = table.shape[0]
+        self._rewards = xp.asarray([0.0, 1.0, -env.tell_penalty], "float64")
+        # per step hash slots: whether each character moves, then the messenger and passer-by
+        self._slots = xp.asarray(
+            [SLOTS_PER_CHARACTER * k + 3 for k in range(c)]
+            + [SLOT_INSTRUCTION + i for i in range(5)],
+            "int64",
+        )
+        if xp.is_numpy:
+            self._slots = self._slots.astype(np.uint32)
+        last = max(env.last_instruction_step, 1)
+        self.queue_size = (last - 1) // env.execute_delay + 1  # instructions per target
         self.key = xp.zeros((n,), "int64")
-        self.x = xp.full((n,), 1, "int64")
-        self.y = xp.full((n,), 5, "int64")
+        self.cells = xp.zeros((n, walls.shape[0]), "int64")
+        self.pos = xp.full((n,), self._start_cell, "int64")
         self.place = xp.full((n, c), -1, "int64")  # standing place of each character, -1 away
         self.away_until = xp.zeros((n, c), "int64")
-        self.targets = xp.zeros((n, queue), "int64")  # instructions in the order given
-        self.subjects = xp.zeros((n, queue), "int64")
-        self.pending = xp.zeros((n, queue), "bool")
+        self.given_at = xp.full((n, c, self.queue_size), _NONE, "int64")  # pending, by target
+        self.subjects = xp.zeros((n, c, self.queue_size), "int64")
         self.given = xp.zeros((n,), "int64")
         self.done = xp.zeros((n,), "int64")
         self.failed = xp.zeros((n,), "int64")
-        self.heard = xp.full((n, 2), -1, "int64")
+        self.heard = xp.zeros((n,), "int64")
+        self._view = xp.zeros((n, 9), "int64")
 
     # helpers
 
-    def _first(self, mask: Any) -> tuple[Any, Any]:
-        """``(index of the first true entry per row, whether there is one)`` of a 2-d mask."""
-        return self.xp.first_true(mask), mask.any(axis=1)
-
-    def _free_place(self, t: Any, slot: int, exclude: Any | None) -> Any:
-        """InstructionEnv._free_place for every env: a place index, or -1 where none is free."""
-        xp, n_rooms = self.xp, self.template.n_rooms
-        if exclude is None or n_rooms == 1:
-            room = below(self.key, t, slot, n_rooms)
+    def _put(self, array: Any, index: tuple[Any, ...], cond: Any, values: Any) -> None:
+        """``array[index] = values`` where ``cond`` (``True``: everywhere; the rows of ``index``
+        are distinct)."""
+        if cond is True:
+            array[index] = values
         else:
-            room = below(self.key, t, slot, n_rooms - 1)
-            room = room + xp.asarray(room >= exclude, "int64")
-        ids = self._place_ids
-        occupied = (self.place[:, :, None] == ids).any(axis=1)  # (N, P)
-        agent = self._place_map[self.y, self.x]
-        free = ~occupied & (ids != agent[:, None])
+            array[index] = self.xp.where(cond, values, array[index])
+
+    def _relocate(
+        self, rows: Any, kind: Any, moving: Any, active: Any, base: Any, t: Any
+    ) -> None:
+        """InstructionEnv._free_place and its move for one character per env of ``rows``:
+        character ``kind`` comes back (``moving`` False) or moves to another room, if a place
+        is free. ``active`` (or ``None`` for all) masks the rows; ``base`` are the rows'
+        :func:`step_base` at step ``t``."""
+        xp, env = self.xp, self.template
+        n_rooms = env.n_rooms
+        slot = SLOTS_PER_CHARACTER * kind + 4 * moving
+        h = scale(draw(base, slot), n_rooms)
+        old = self.place[rows, kind]
+        if n_rooms > 1:
+            exclude = self._place_room[xp.where(old >= 0, old, 0)]
+            other = scale(draw(base, slot), n_rooms - 1)
+            other = other + (other >= exclude)
+            h = xp.where(moving, other, h)
+        self._choose_and_put(rows, kind, h, slot, active, base, old)
+
+    def _choose_and_put(
+        self, rows: Any, kind: Any, room: Any, slot: Any, active: Any, base: Any, old: Any
+    ) -> None:
+        xp = self.xp
+        occupied = self.cells[rows[:, None], self._place_cell]  # (M, P)
+        free = (occupied == _EMPTY) & (self._place_cell != self.pos[rows][:, None])
         in_room = free & (self._place_room == room[:, None])
-        count = in_room.sum(axis=1)
-        anywhere = count == 0  # a full room: try every room
+        anywhere = ~in_room.any(axis=1)  # a full room: try every room
         cand = xp.where(anywhere[:, None], free, in_room)
         count = cand.sum(axis=1)
-        size = xp.maximum(count, xp.full(count.shape, 1, "int64"))
-        pick = xp.where(
-            anywhere, below(self.key, t, slot + 2, size), below(self.key, t, slot + 1, size)
-        )
-        chosen = xp.first_true((cand.cumsum(axis=1) == (pick + 1)[:, None]) & cand)
-        return xp.where(count > 0, chosen, -1)
-
-    def _set_column(self, array: Any, k: int, cond: Any, values: Any) -> None:
-        array[:, k] = self.xp.where(cond, values, array[:, k])
-
-    def _row_put(self, array: Any, col: Any, cond: Any, values: Any) -> None:
-        """``array[n, col[n]] = values[n]`` where ``cond[n]``."""
-        rows = self._rows
-        array[rows, col] = self.xp.where(cond, values, array[rows, col])
+        pick = scale(draw(base, slot + 1 + anywhere), count + (count == 0))
+        chosen = xp.first_true(cand & (cand.cumsum(axis=1) == (pick + 1)[:, None]))
+        ok = count > 0
+        if active is not None:
+            ok = ok & active
+        cell = self._place_cell[chosen]
+        if old is not None:  # leave the old place
+            old_cell = self._place_cell[xp.where(old >= 0, old, 0)]
+            self._put(self.cells, (rows, old_cell), ok & (old >= 0), _EMPTY)
+        self._put(self.cells, (rows, cell), ok, _CHARACTER + kind)
+        self._put(self.place, (rows, kind), ok, chosen)
+        self._put(self.away_until, (rows, kind), ok, 0)
 
     # episodes
 
     def _start(self, rows: Any, mask: Any, params: Any) -> None:
-        xp, c = self.xp, self.template.n_characters
-        if mask is None:
-            if rows.shape[0] == 0:
-                return
-            mask = xp.zeros((self.num_envs,), "bool")
-            mask[rows] = True
-            self.key[rows] = params[:, 0]
-        else:
-            self.key[...] = xp.where(mask, params[:, 0], self.key)
-        for array, value in (
-            (self.x, 1), (self.y, 5), (self.given, 0), (self.done, 0), (self.failed, 0)
-        ):  # fmt: skip
-            array[...] = xp.where(mask, value, array)
-        for array, value in ((self.place, -1), (self.away_until, 0), (self.heard, -1)):
-            array[...] = xp.where(mask[:, None], value, array)
-        self.pending &= ~mask[:, None]
-        for k in range(c):  # characters placed one by one, at step 0
-            place = self._free_place(0, SLOTS_PER_CHARACTER * k, None)
-            self._set_column(self.place, k, mask, place)
+        xp, env = self.xp, self.template
+        if mask is None and rows.shape[0] == 0:
+            return
+        self._set(self.key, rows, mask, params[:, 0])
+        self._set(self.cells, rows, mask, self._walls)
+        self._set(self.pos, rows, mask, self._start_cell)
+        self._set(self.place, rows, mask, -1)
+        self._set(self.away_until, rows, mask, 0)
+        self._set(self.given_at, rows, mask, _NONE)
+        for array in (self.given, self.done, self.failed, self.heard):
+            self._set(array, rows, mask, 0)
+        base = step_base(self.key[rows], xp.zeros(rows.shape, "int64"))
+        for k in range(env.n_characters):  # characters placed one by one, at step 0
+            room = scale(draw(base, SLOTS_PER_CHARACTER * k), env.n_rooms)
+            kind = xp.full(rows.shape, k, "int64")
+            self._choose_and_put(rows, kind, room, SLOTS_PER_CHARACTER * k, mask, base, None)
 
     def _info(self) -> dict[str, Any]:
         return {
             "instructions_given": self.given,
             "instructions_done": self.done,
             "instructions_failed": self.failed,
-            "instructions_pending": self.pending.sum(axis=1),
+            "instructions_pending": (self.given_at < _NONE).sum(axis=(1, 2)),
         }
 
     def _reset_info(self) -> dict[str, Any]:
         return self._info()
 
-    def _character_cells(self) -> tuple[Any, Any]:
-        """``(x, y)`` map cells ``(N, C)`` of the characters (meaningless where away)."""
-        place = self.xp.where(self.place >= 0, self.place, 0)
-        return self._place_x[place], self._place_y[place]
-
     def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
         xp, env = self.xp, self.template
-        c = env.n_characters
+        n, c, q = self.num_envs, env.n_characters, self.queue_size
         t = self.step_count
-        present = self.place >= 0
-        px, py = self._character_cells()
         # moves: into a wall or a character = stay
-        nx, ny = self.x + self._dx[actions], self.y + self._dy[actions]
-        blocked = (self._walls[ny, nx] == _WALL) | (
-            present & (px == nx[:, None]) & (py == ny[:, None])
-        ).any(axis=1)
-        self.x = xp.where(blocked, self.x, nx)
-        self.y = xp.where(blocked, self.y, ny)
-        # tells: subject s to the neighbours (the 8 cells around the agent, before moving)
+        target = self.pos + self._step[actions]
+        blocked = xp.take(self.cells, target[:, None])[:, 0] != _EMPTY
+        self.pos = xp.where(blocked, self.pos, target)
+        # tells: subject s to the characters of the 8 cells around the agent (the last view)
         tell = actions >= len(MOVES)
         subject = actions - len(MOVES)
-        near = present & (abs(px - nx[:, None]) <= 1) & (abs(py - ny[:, None]) <= 1)
-        near = near & tell[:, None]  # (N, C); nx == x on tells
-        waiting = self.pending & xp.take(near, self.targets)  # (N, Q)
-        match, executed = self._first(waiting & (self.subjects == subject[:, None]))
-        self._row_put(self.pending, match, executed, False)
-        self.done = self.done + xp.asarray(executed, "int64")
+        seen = self._bits[self._view].sum(axis=1)  # one bit per character in view
+        near = (((seen[:, None] >> self._kinds) & 1) > 0) & tell[:, None]  # (N, C)
+        given_at = self.given_at.reshape(n, c * q)
+        match = (self.subjects == subject[:, None, None]) & near[:, :, None]
+        keyed = xp.where(match.reshape(n, c * q), given_at, _NONE)
+        oldest = keyed.argmin(axis=1)  # the oldest matching instruction
+        executed = xp.take(keyed, oldest[:, None])[:, 0] < _NONE
+        self._put(given_at, (self._rows, oldest), executed, _NONE)
         wrong = tell & ~executed
-        for k in range(c):  # a neighbour given the wrong message: its oldest instruction fails
-            oldest, has = self._first(self.pending & (self.targets == k))
-            fails = has & wrong & near[:, k]
-            self._row_put(self.pending, oldest, fails, False)
-            self.failed = self.failed + xp.asarray(fails, "int64")
-        reward = xp.where(
-            executed, 1.0, xp.where(wrong, -env.tell_penalty, xp.zeros(t.shape, "float64"))
-        )
+        # a neighbour given the wrong message: its oldest pending instruction fails
+        first = self.given_at.argmin(axis=2)  # (N, C)
+        pending = xp.take(self.given_at.reshape(n * c, q), first.reshape(-1, 1)).reshape(n, c)
+        fails = near & wrong[:, None] & (pending < _NONE)
+        self._put(self.given_at, (self._rows[:, None], self._kinds, first), fails, _NONE)
+        self.done += executed
+        self.failed += fails.sum(axis=1)
+        reward = self._rewards[executed + 2 * wrong]
         self._update_world(t)
-        info = {
-            key: (value, xp.full((self.num_envs,), True, "bool"))
-            for key, value in self._info().items()
-        }
-        end = t >= env.max_steps
-        info["success"] = ((self.given > 0) & (self.done == self.given), end)
-        return reward, xp.zeros((self.num_envs,), "bool"), info
+        info: dict[str, tuple[Any, Any]] = {k: (v, None) for k, v in self._info().items()}
+        info["success"] = ((self.given > 0) & (self.done == self.given), t >= env.max_steps)
+        return reward, xp.zeros((n,), "bool"), info
 
     def _update_world(self, t: Any) -> None:
         # InstructionEnv._update_world for every env, with the same keyed draws.
         xp, env = self.xp, self.template
         c = env.n_characters
-        for k in range(c):
-            slot = SLOTS_PER_CHARACTER * k
-            away = self.away_until[:, k] > 0
-            back = away & (self.away_until[:, k] <= t)
-            place = self._free_place(t, slot, None)
-            back = back & (place >= 0)
-            self._set_column(self.place, k, back, place)
-            self._set_column(self.away_until, k, back, 0)
-            if env.move_prob:
-                moves = ~away & bernoulli(self.key, t, slot + 3, env.move_prob)
-                room = self._place_room[xp.where(self.place[:, k] >= 0, self.place[:, k], 0)]
-                place = self._free_place(t, slot + 4, room)
-                self._set_column(self.place, k, moves & (place >= 0), place)
+        base = step_base(self.key, t)
+        h = draw(base[:, None], self._slots)  # (N, C + 5)
+        away = self.away_until > 0
+        events = away & (self.away_until <= t[:, None])  # back
+        moving = ~away
+        if env.move_prob:
+            moving = moving & (h[:, :c] < threshold(env.move_prob))
+            events = events | moving
+        else:
+            moving = self.away_until < 0  # nobody moves
+        if xp.masked_writes:
+            for k in range(c):
+                kind = xp.full((self.num_envs,), k, "int64")
+                self._relocate(self._rows, kind, moving[:, k], events[:, k], base, t)
+        else:
+            rows, kinds = xp.nonzero2(events)  # sorted by env, then kind
+            if rows.shape[0]:
+                index = xp.arange(rows.shape[0])
+                new_env = xp.full(rows.shape, True, "bool")
+                new_env[1:] = rows[1:] != rows[:-1]
+                rank = index - xp.cummax(xp.where(new_env, index, 0))  # event number in its env
+                for r in range(int(rank.max()) + 1):
+                    sel = rank == r
+                    rr, kk = rows[sel], kinds[sel]
+                    self._relocate(rr, kk, moving[rr, kk], None, base[rr], t[rr])
         present = self.away_until == 0
         n_present = present.sum(axis=1)
         instruct = (
             (t <= env.last_instruction_step)
             & (n_present > 0)
-            & bernoulli(self.key, t, SLOT_INSTRUCTION, env.instruction_prob)
+            & (h[:, c] < threshold(env.instruction_prob))
         )
-        size = xp.maximum(n_present, xp.full(n_present.shape, 1, "int64"))
-        j = below(self.key, t, SLOT_INSTRUCTION + 1, size)
-        target = xp.first_true((present.cumsum(axis=1) == (j + 1)[:, None]) & present)
-        subject = below(self.key, t, SLOT_INSTRUCTION + 2, c - 1)
-        subject = subject + xp.asarray(subject >= target, "int64")  # any kind but the target
-        slot = xp.where(instruct, self.given, 0)
-        self._row_put(self.targets, slot, instruct, target)
-        self._row_put(self.subjects, slot, instruct, subject)
-        self._row_put(self.pending, slot, instruct, True)
-        self.given = self.given + xp.asarray(instruct, "int64")
-        self._row_put(self.away_until, target, instruct, t + env.execute_delay)
-        self._row_put(self.place, target, instruct, -1)
-        say = ~instruct & bernoulli(self.key, t, SLOT_INSTRUCTION + 3, env.distractor_prob)
-        word = self._say_words[below(self.key, t, SLOT_INSTRUCTION + 4, len(_SAY))]
-        none = xp.full((self.num_envs,), -1, "int64")
-        self.heard[:, 0] = xp.where(instruct, self._target_words[target], xp.where(say, word, none))
-        self.heard[:, 1] = xp.where(instruct, self._subject_words[subject], none)
+        say = ~instruct & (h[:, c + 3] < threshold(env.distractor_prob))
+        self.heard = xp.where(say, 1 + scale(h[:, c + 4], len(_SAY)), 0)
+        if xp.masked_writes:
+            rows, active = self._rows, instruct
+        else:
+            rows, active = xp.nonzero(instruct), None
+            if rows.shape[0] == 0:
+                return
+        hr, tr, pr = h[rows], t[rows], present[rows]
+        size = n_present[rows]
+        j = scale(hr[:, c + 1], size + (size == 0))
+        target = xp.first_true(pr & (pr.cumsum(axis=1) == (j + 1)[:, None]))
+        subject = scale(hr[:, c + 2], c - 1)
+        subject = subject + (subject >= target)  # any kind but the target
+        cond = True if active is None else active
+        free = xp.first_true(self.given_at[rows, target] == _NONE)
+        self._put(self.given_at, (rows, target, free), cond, tr)
+        self._put(self.subjects, (rows, target, free), cond, subject)
+        self.given[rows] += cond
+        self._put(self.away_until, (rows, target), cond, tr + env.execute_delay)
+        place = self.place[rows, target]
+        self._put(self.cells, (rows, self._place_cell[xp.where(place >= 0, place, 0)]), cond, 0)
+        self._put(self.place, (rows, target), cond, -1)
+        self._put(self.heard, (rows,), cond, 1 + len(_SAY) + target * c + subject)
 
-    def _cells(self) -> tuple[Any, Any]:
+    def _observe(self) -> Any:
         xp = self.xp
-        cy = (self.y[:, None] + self._offsets)[:, :, None]  # (N, 3, 1)
-        cx = (self.x[:, None] + self._offsets)[:, None, :]  # (N, 1, 3)
-        ids = self._walls[cy, cx]  # (N, 3, 3)
-        px, py = self._character_cells()
-        for k in range(self.template.n_characters):
-            at = (cx == px[:, k, None, None]) & (cy == py[:, k, None, None])
-            ids = xp.where(at & (self.place[:, k, None, None] >= 0), _CHARACTER + k, ids)
-        return ids, self.heard
+        view = xp.take(self.cells, self.pos[:, None] + self._window)  # (N, 9)
+        view[:, 4] = self.heard + self._centre_id  # the agent's own cell, always empty
+        self._view = view
+        if xp.is_numpy:
+            return np.take(self._obs_table, view, axis=0).reshape(self.num_envs, 3, 3, -1)
+        return self._obs_table[view].reshape(self.num_envs, 3, 3, -1)

@@ -60,3 +60,46 @@ def threshold(p: float) -> int:
 def bernoulli(key: T, step: Any, slot: int, p: float) -> T:
     """True with probability ``p`` (bool, or a bool array/tensor)."""
     return hash_draw(key, step, slot) < threshold(p)
+
+
+def _mix_u32(x: Any) -> Any:
+    # _mix on a numpy uint32 array, in place: uint32 products wrap modulo 2**32 by themselves.
+    import numpy as np
+
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def step_base(key: Any, step: Any) -> Any:
+    """The part of :func:`hash_draw` shared by every slot of a step (numpy arrays or tensors).
+
+    ``draw(step_base(key, step), slot) == hash_draw(key, step, slot)``; on numpy the result is a
+    ``uint32`` array (computed with wrapping ``uint32`` products, the same bits, faster).
+    """
+    import numpy as np
+
+    if isinstance(key, np.ndarray):
+        return _mix_u32(key.astype(np.uint32) ^ _mix_u32(np.asarray(step & _MASK, np.uint32)))
+    return _mix(key ^ _mix(step & _MASK))
+
+
+def draw(base: Any, slot: Any) -> Any:
+    """``hash_draw`` from a :func:`step_base` (``slot`` an int or an integer array)."""
+    import numpy as np
+
+    if isinstance(base, np.ndarray):
+        return _mix_u32(base ^ np.asarray(slot, np.uint32))
+    return _mix(base ^ slot)
+
+
+def scale(h: Any, n: Any) -> Any:
+    """``below`` from a draw ``h`` of :func:`draw`: a uniform integer in ``[0, n)``, int64."""
+    import numpy as np
+
+    if isinstance(h, np.ndarray):
+        return (h.astype(np.int64) * n) >> 32
+    return (h * n) >> 32

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.base import MOVES
 from envs.batched.base import BatchedTaskEnv
 from envs.portal import DOOR_COLOURS, DOOR_SLOTS, ROOM, PortalEnv, draw_doors
 
@@ -21,8 +22,9 @@ class PortalVectorEnv(BatchedTaskEnv):
     Same observations, rewards, flags and infos as a ``SyncVectorEnv`` of the single env with the
     same seeds. Each env's state is its doors (per room: two wall slots, two colours, which one
     is correct), its mistakes per room, the current room and the agent's cell inside the room.
-    Rooms are alike and never seen together, so the 3x3 view is computed from the room's 5x5
-    template and its two doors rather than read from a map.
+    Each env keeps the object ids of its rooms' cells and, per room and wall slot, whether a
+    door is there and whether it is correct: a step is a few table lookups (the cell moved to
+    and the door walked into, per cell and action) and the view is one gather of 9 cells.
 
     Args:
         num_envs: number of envs, at least 1.
@@ -58,40 +60,87 @@ class PortalVectorEnv(BatchedTaskEnv):
         slots, colours, correct = draw_doors(rng, self.template.n_rooms)
         return np.concatenate([slots.reshape(-1), colours.reshape(-1), correct])
 
+    def _draw_many(self, rngs: list[np.random.Generator]) -> np.ndarray:
+        # draw_doors for many episodes: the same uniforms, one stable argsort for all.
+        m = self.template.n_rooms - 1
+        shape = (m, len(DOOR_SLOTS) + len(DOOR_COLOURS) + 1)
+        u = np.stack([rng.random(shape) for rng in rngs])  # (E, m, 10)
+        slots = np.argsort(u[:, :, : len(DOOR_SLOTS)], axis=2, kind="stable")[:, :, :2]
+        colours = np.argsort(u[:, :, len(DOOR_SLOTS) : -1], axis=2, kind="stable")[:, :, :2]
+        correct = (u[:, :, -1] < 0.5).astype(np.int64)
+        count = len(rngs)
+        return np.concatenate(
+            [slots.reshape(count, -1), colours.reshape(count, -1), correct], axis=1
+        )
+
     def _allocate(self) -> None:
         xp, n, rooms = self.xp, self.num_envs, self.template.n_rooms
         index = self.template.word_index
-        table = np.zeros((2 + len(DOOR_COLOURS), len(self.vocab)), np.uint8)
+        table = np.zeros((2 + len(DOOR_COLOURS) + rooms, len(self.vocab)), np.uint8)
         table[_WALL, index["wall"]] = 1
         for k, colour in enumerate(DOOR_COLOURS):
             table[_DOOR + k, [index["door"], index[colour]]] = 1
+        # then the agent's own cell in each room: the agent and the room's word
+        self._centre_id = _DOOR + len(DOOR_COLOURS)
+        for k in range(rooms):
+            table[self._centre_id + k, [self._agent_word, index[f"room:{k + 1}"]]] = 1
         self.word_table = xp.asarray(table, "uint8")
-        self._room_words = xp.asarray([index[f"room:{k}"] for k in range(1, rooms + 1)], "int64")
-        self._slot_x = xp.asarray([dx for dx, _ in DOOR_SLOTS], "int64")
-        self._slot_y = xp.asarray([dy for _, dy in DOOR_SLOTS], "int64")
-        self._offsets = xp.asarray([-1, 0, 1], "int64")
-        self._dx = xp.asarray([0, 1, 0, -1], "int64")
-        self._dy = xp.asarray([-1, 0, 1, 0], "int64")
-        self.slots = xp.zeros((n, rooms - 1, 2), "int64")  # wall slot of each room's 2 doors
-        self.colours = xp.zeros((n, rooms - 1, 2), "int64")
-        self.correct = xp.zeros((n, rooms - 1), "int64")  # which of the 2 doors is correct
+        cells = ROOM * ROOM  # a room's cells, y * ROOM + x
+        template = np.zeros((ROOM, ROOM), np.int64)
+        template[[0, -1]] = template[:, [0, -1]] = _WALL
+        self._template = xp.asarray(template.reshape(-1), "int64")
+        self._slot_cell = xp.asarray([y * ROOM + x for x, y in DOOR_SLOTS], "int64")
+        # per (cell, action): the cell moved to on the floor (doors and walls stop), and the
+        # door slot walked into (1 + slot, 0 for none)
+        moved = np.zeros((cells, 4), np.int64)
+        hit = np.zeros((cells, 4), np.int64)
+        for cell in range(cells):
+            y, x = divmod(cell, ROOM)
+            for a, (dx, dy) in enumerate(MOVES):
+                nx, ny = x + dx, y + dy
+                inside = 1 <= nx <= ROOM - 2 and 1 <= ny <= ROOM - 2
+                moved[cell, a] = ny * ROOM + nx if inside else cell
+                if (nx, ny) in DOOR_SLOTS:
+                    hit[cell, a] = 1 + DOOR_SLOTS.index((nx, ny))
+        self._moved = xp.asarray(moved.reshape(-1), "int64")
+        self._hit = xp.asarray(hit.reshape(-1), "int64")
+        window = [
+            [min(max(cell // ROOM + dy, 0), ROOM - 1) * ROOM + min(max(cell % ROOM + dx, 0), 4)
+             for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            for cell in range(cells)
+        ]  # fmt: skip
+        self._window = xp.asarray(window, "int64")  # (25, 9) cells of the view (floor only)
+        self._rewards = xp.asarray([0.1 * (k + 1) for k in range(rooms)], "float64")
+        self._centre_cell = (ROOM // 2) * ROOM + ROOM // 2
+        self.cells = xp.zeros((n, rooms * cells), "int64")  # object id of each room's cells
+        self.doors = xp.zeros((n, rooms * 5), "int64")  # per room: 0, then each wall slot's
+        # door: 0 none, 1 the correct door, 2 the wrong one
         self.mistakes = xp.zeros((n, rooms), "int64")
         self.room = xp.zeros((n,), "int64")  # 0-based
         self.rooms_reached = xp.full((n,), 1, "int64")
-        self.x = xp.full((n,), ROOM // 2, "int64")  # position inside the room, walls at 0 and 4
-        self.y = xp.full((n,), ROOM // 2, "int64")
+        self.pos = xp.full((n,), self._centre_cell, "int64")  # cell inside the room
 
     def _start(self, rows: Any, mask: Any, params: Any) -> None:
-        m = self.template.n_rooms - 1
-        count = params.shape[0]
-        self._set(self.slots, rows, mask, params[:, : 2 * m].reshape(count, m, 2))
-        self._set(self.colours, rows, mask, params[:, 2 * m : 4 * m].reshape(count, m, 2))
-        self._set(self.correct, rows, mask, params[:, 4 * m :])
+        xp, rooms = self.xp, self.template.n_rooms
+        m, count = rooms - 1, params.shape[0]
+        if count == 0:
+            return
+        slots = params[:, : 2 * m].reshape(count, m, 2)
+        colours = params[:, 2 * m : 4 * m].reshape(count, m, 2)
+        correct = params[:, 4 * m :]
+        cells = xp.zeros((count, rooms, ROOM * ROOM), "int64") + self._template
+        env_i = xp.arange(count)[:, None, None]
+        room_i = xp.arange(m)[None, :, None]
+        cells[env_i, room_i, self._slot_cell[slots]] = _DOOR + colours
+        doors = xp.zeros((count, rooms, 5), "int64")
+        which = xp.arange(2)[None, None, :]
+        doors[env_i, room_i, 1 + slots] = xp.where(which == correct[:, :, None], 1, 2)
+        self._set(self.cells, rows, mask, cells.reshape(count, -1))
+        self._set(self.doors, rows, mask, doors.reshape(count, -1))
         self._set(self.mistakes, rows, mask, 0)
         self._set(self.room, rows, mask, 0)
         self._set(self.rooms_reached, rows, mask, 1)
-        self._set(self.x, rows, mask, ROOM // 2)
-        self._set(self.y, rows, mask, ROOM // 2)
+        self._set(self.pos, rows, mask, self._centre_cell)
 
     def _info(self) -> dict[str, Any]:
         return {"room": self.room + 1, "rooms_reached": self.rooms_reached}
@@ -99,50 +148,32 @@ class PortalVectorEnv(BatchedTaskEnv):
     def _reset_info(self) -> dict[str, Any]:
         return self._info()
 
-    def _doors(self) -> tuple[Any, Any, Any]:
-        """``(x, y, has)`` of the current room's 2 doors: ``(N, 2)`` cells, ``(N,)`` bool."""
-        last = self.template.n_rooms - 1
-        has = self.room < last  # the last room has no doors
-        slots = self.slots[self._rows, self.xp.where(has, self.room, 0)]  # (N, 2)
-        return self._slot_x[slots], self._slot_y[slots], has
-
     def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
         xp, n_rooms = self.xp, self.template.n_rooms
-        nx, ny = self.x + self._dx[actions], self.y + self._dy[actions]
-        floor = (nx >= 1) & (nx <= ROOM - 2) & (ny >= 1) & (ny <= ROOM - 2)
-        door_x, door_y, has = self._doors()
-        hits = (door_x == nx[:, None]) & (door_y == ny[:, None]) & has[:, None]  # (N, 2)
-        through = hits.any(axis=1)
-        correct_door = self.correct[self._rows, xp.where(has, self.room, 0)]
-        right = through & hits[self._rows, correct_door]
-        wrong = through & ~right
+        move = self.pos * 4 + actions
+        door = xp.take(self.doors, (self.room * 5 + self._hit[move])[:, None])[:, 0]
+        right, wrong = door == 1, door == 2
+        through = door > 0
         room = self.room
         # a correct door: reward 0.1 * k from room k to k + 1 (rooms numbered from 1)
-        reward = xp.where(right, 0.1 * xp.asarray(room + 1, "float64"), 0.0)
-        new_room = xp.where(right, room + 1, xp.where(wrong, 0, room))
-        self.rooms_reached = xp.maximum(self.rooms_reached, new_room + 1)
+        reward = right * self._rewards[room]
         # a wrong door: one more mistake in this room, back to room 1
-        mistakes = self.mistakes[self._rows, room] + xp.asarray(wrong, "int64")
+        mistakes = xp.take(self.mistakes, room[:, None])[:, 0] + wrong
         self.mistakes[self._rows, room] = mistakes
-        self.x = xp.where(through, ROOM // 2, xp.where(floor, nx, self.x))
-        self.y = xp.where(through, ROOM // 2, xp.where(floor, ny, self.y))
-        self.room = new_room
-        success = right & (new_room == n_rooms - 1)
+        room = (room + right) * ~wrong
+        self.room = room
+        self.pos = xp.where(through, self._centre_cell, self._moved[move])
+        self.rooms_reached = xp.maximum(self.rooms_reached, room + 1)
+        success = right & (room == n_rooms - 1)
         terminated = success | (wrong & (mistakes >= 2))
-        always = xp.full((self.num_envs,), True, "bool")
-        info = {key: (value, always) for key, value in self._info().items()}
+        info = {key: (value, None) for key, value in self._info().items()}
         info["success"] = (success, terminated)
         return reward, terminated, info
 
-    def _cells(self) -> tuple[Any, Any]:
+    def _observe(self) -> Any:
         xp = self.xp
-        cx = (self.x[:, None] + self._offsets)[:, None, :]  # (N, 1, 3) columns of the view
-        cy = (self.y[:, None] + self._offsets)[:, :, None]  # (N, 3, 1) rows
-        border = (cx == 0) | (cx == ROOM - 1) | (cy == 0) | (cy == ROOM - 1)
-        ids = xp.where(border, _WALL, xp.zeros(border.shape, "int64"))
-        door_x, door_y, has = self._doors()
-        colours = self.colours[self._rows, xp.where(has, self.room, 0)]  # (N, 2)
-        for i in range(2):
-            at = (cx == door_x[:, i, None, None]) & (cy == door_y[:, i, None, None])
-            ids = xp.where(at & has[:, None, None], _DOOR + colours[:, i, None, None], ids)
-        return ids, self._room_words[self.room][:, None]
+        view = xp.take(self.cells, self.room[:, None] * (ROOM * ROOM) + self._window[self.pos])
+        view[:, 4] = self._centre_id + self.room  # the agent's own cell, always floor
+        if xp.is_numpy:
+            return np.take(self.word_table, view, axis=0).reshape(self.num_envs, 3, 3, -1)
+        return self.word_table[view].reshape(self.num_envs, 3, 3, -1)

@@ -38,7 +38,9 @@ CASES = {
         },
     ),
 }
-DEVICES = ["numpy", "cpu"]
+# "masked": torch on the CPU running the accelerator code path (full-width masked writes, no
+# host sync in a step, draws refilled every `ring` steps).
+DEVICES = ["numpy", "cpu", "masked"]
 
 
 def host(x: Any) -> np.ndarray:
@@ -66,7 +68,12 @@ def assert_same_info(got: dict[str, Any], want: dict[str, Any], where: str) -> N
 def drive(case: str, device: str, num_envs: int = 6, steps: int = 300, seed: int = 11) -> int:
     """Steps the batched env and a SyncVectorEnv side by side; returns the episodes ended."""
     cls, _, kwargs = CASES[case]
-    batched = cls(num_envs, **kwargs, device=device)
+    if device == "masked":
+        batched = cls(num_envs, **kwargs, device="cpu", ring=3)
+        batched.xp.force_masked = True
+        device = "cpu"
+    else:
+        batched = cls(num_envs, **kwargs, device=device)
     sync = gym.vector.SyncVectorEnv(
         [lambda: cls.single_env_class(**kwargs) for _ in range(num_envs)]
     )
