@@ -1,0 +1,168 @@
+"""Evaluate a trained agent: success rate over N episodes, an optional GIF of one episode, and a
+picture of what the memory kept over an episode.
+
+    python scripts/evaluate_agent.py runs/<run>/checkpoint.pt --episodes 200
+    python scripts/evaluate_agent.py CKPT --gif episode.gif --memory-png memory.png
+
+The memory picture: for a memory that reports ``aux["spans"]`` (Expire-Span), each step's memory
+is drawn as a bar from the step to where it expires (its span); for other memories, every scalar
+``aux`` diagnostic (e.g. ``memory_size``) is plotted over the episode's steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import ALGORITHMS  # noqa: E402
+from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from agents.vec import make_vec_env  # noqa: E402
+
+
+def load_agent(path: str, device: str):
+    data = load_checkpoint(path)
+    algo = ALGORITHMS.get(str(data["algo"]).lower())
+    if algo is None:
+        raise CheckpointError(f"checkpoint {path!r}: unknown algorithm {data['algo']!r}")
+    return algo.load(path, device=device)
+
+
+def success_rate(model, env_id: str, episodes: int, n_envs: int, seed: int,
+                 deterministic: bool) -> tuple[float, float, int]:
+    """(success rate, mean return, episodes) over ``episodes`` episodes."""
+    venv = make_vec_env(env_id, n_envs, env_kwargs=model.env_kwargs)
+    obs, _ = venv.reset(seed=seed)
+    state, starts = None, np.ones(n_envs, dtype=bool)
+    returns, successes, running = [], [], np.zeros(n_envs)
+    while len(returns) < episodes:
+        actions, state = model.predict(obs, state, starts, deterministic=deterministic)
+        obs, rew, term, trunc, info = venv.step(actions)
+        running += rew
+        starts = term | trunc
+        final = info.get("final_info", {})
+        for i in np.flatnonzero(starts):
+            returns.append(running[i])
+            running[i] = 0.0
+            successes.append(float(final.get("success", np.zeros(n_envs))[i]))
+    venv.close()
+    return float(np.mean(successes[:episodes])), float(np.mean(returns[:episodes])), episodes
+
+
+@torch.no_grad()
+def record_episode(model, env_id: str, seed: int, deterministic: bool, want_frames: bool):
+    """One episode in one env: frames (if asked) and the memory's aux at every step."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+
+    kwargs = dict(model.env_kwargs)
+    if want_frames:
+        kwargs["render_mode"] = "rgb_array"
+    env = gym.make(env_id, **kwargs)
+    obs, _ = env.reset(seed=seed)
+    policy = model.policy.eval()
+    state = policy.initial_state(1)
+    start = torch.ones(1, dtype=torch.bool, device=model.device)
+    frames, auxes, done, success = [], [], False, False
+    while not done:
+        if want_frames:
+            frames.append(env.render())
+        t_obs = _batch1(obs, model.device)
+        out = policy.act(t_obs, state, start, deterministic=deterministic)
+        state, start = out.state, torch.zeros_like(start)
+        auxes.append({k: v.detach().cpu() for k, v in out.aux.items()})
+        obs, _, term, trunc, info = env.step(int(policy.to_env_actions(out.actions)[0]))
+        done = term or trunc
+        success = bool(info.get("success", False))
+    if want_frames:
+        frames.append(env.render())
+    env.close()
+    return frames, auxes, success
+
+
+def _batch1(obs, device):
+    if isinstance(obs, dict):
+        return {k: _batch1(v, device) for k, v in obs.items()}
+    return torch.as_tensor(np.asarray(obs), device=device).unsqueeze(0)
+
+
+def plot_memory(auxes: list[dict[str, torch.Tensor]], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(auxes)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if auxes and "spans" in auxes[0]:
+        spans = [float(a["spans"].reshape(-1)[0]) for a in auxes]
+        for i, s in enumerate(spans):
+            ax.plot([i, i + s], [i, i], lw=2, color="tab:blue")
+        ax.set_xlabel("time step")
+        ax.set_ylabel("memory made at step")
+        ax.set_title(f"{title}: each step's memory, kept until its span expires")
+        ax.axvline(n - 1, color="grey", ls="--", lw=1)  # the episode's last step
+        ax.set_xlim(0, n + max(spans) + 1)
+    else:
+        keys = [k for k, v in auxes[0].items() if not k.startswith("loss_") and v.numel() == 1]
+        for k in keys:
+            ax.plot([float(a[k]) for a in auxes], label=k)
+        ax.set_xlabel("time step")
+        ax.set_title(f"{title}: memory diagnostics over an episode")
+        if keys:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint written by train_agent.py")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes to evaluate")
+    parser.add_argument("--n-envs", type=int, default=8, help="parallel evaluation envs")
+    parser.add_argument("--env", default=None, help="env id (default: the run's own)")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="sample actions (default: the most likely action)")
+    parser.add_argument("--gif", default=None, help="write a GIF of one episode here")
+    parser.add_argument("--memory-png", default=None,
+                        help="write a picture of what the memory kept over one episode here")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    if args.n_envs < 1:
+        parser.error(f"--n-envs must be >= 1, got {args.n_envs}")
+    try:
+        model = load_agent(args.checkpoint, args.device)
+    except (CheckpointError, ValueError) as err:
+        parser.error(str(err))
+    env_id = args.env or str(model.env_id)
+    det = not args.stochastic
+    rate, ret, n = success_rate(model, env_id, args.episodes, args.n_envs, args.seed, det)
+    print(f"{model.policy_name} on {env_id}: success rate {rate:.3f}, mean return {ret:.3f} "
+          f"over {n} episodes")
+    if args.gif or args.memory_png:
+        frames, auxes, ok = record_episode(model, env_id, args.seed, det, bool(args.gif))
+        if args.gif:
+            import imageio.v2 as imageio
+
+            imageio.mimsave(args.gif, frames, duration=0.2)
+            print(f"episode ({'success' if ok else 'failure'}, {len(frames) - 1} steps) -> "
+                  f"{args.gif}")
+        if args.memory_png:
+            plot_memory(auxes, args.memory_png, f"{model.policy_name} on {env_id}")
+            print(f"memory picture -> {args.memory_png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Learning curves (PNG) from the TensorBoard logs of training runs.
+
+    python scripts/plot_runs.py runs/ --tag charts/success_rate --out success.png
+    python scripts/plot_runs.py runs/A runs/B --tag charts/episodic_return --smooth 0.8
+
+Each argument is a run directory or a directory of runs (every directory below it holding event
+files is a run). Runs are labelled by their directory name (``<env>__<policy>__<seed>__<time>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    runs: set[Path] = set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SystemExit(f"error: {p} does not exist")
+        for ev in p.rglob("events.out.tfevents.*"):
+            runs.add(ev.parent)
+    return sorted(runs)
+
+
+def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    if tag not in acc.Tags()["scalars"]:
+        return None
+    events = acc.Scalars(tag)
+    return np.array([e.step for e in events]), np.array([e.value for e in events])
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's exponential moving average (debiased)."""
+    out, avg = np.empty_like(values, dtype=float), 0.0
+    for i, v in enumerate(values):
+        avg = weight * avg + (1 - weight) * v
+        out[i] = avg / (1 - weight ** (i + 1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="run directories or directories of runs")
+    parser.add_argument("--tag", default="charts/success_rate", help="scalar tag to plot")
+    parser.add_argument("--smooth", type=float, default=0.6,
+                        help="exponential smoothing weight in [0, 1)")
+    parser.add_argument("--out", default="learning_curves.png", help="output PNG")
+    parser.add_argument("--title", default=None, help="figure title (default: the tag)")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.smooth < 1.0:
+        parser.error(f"--smooth must be in [0, 1), got {args.smooth}")
+    runs = find_runs(args.paths)
+    if not runs:
+        parser.error(f"no TensorBoard event files under {', '.join(args.paths)}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    plotted = 0
+    for run in runs:
+        data = read_scalar(run, args.tag)
+        if data is None:
+            print(f"{run}: no {args.tag!r} scalars, skipped", file=sys.stderr)
+            continue
+        steps, values = data
+        ax.plot(steps, smooth(values, args.smooth), label=run.name)
+        plotted += 1
+    if not plotted:
+        parser.error(f"no run has the tag {args.tag!r}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(args.tag)
+    ax.set_title(args.title or args.tag)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"{plotted} run(s) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Train an actor-critic agent with a memory policy on a memory task.
+
+    python scripts/train_agent.py --env corridor                      # default policy, PPO
+    python scripts/train_agent.py --env MemoRL/Corridor-L10-v0 --policy lstm --total-steps 300000
+    python scripts/train_agent.py --resume runs/<run>/checkpoint.pt   # continue a stopped run
+
+Every option of the trainer's configuration is an option here (``--help`` shows each with its
+default); memory hyperparameters go through ``--policy-kwargs key=value ...`` (listed per memory
+at the end of ``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import ALGORITHMS, field_docs  # noqa: E402
+from agents.config import AgentConfig  # noqa: E402
+from policies import available_policies, default_policy  # noqa: E402
+from policies.memory import memory_class  # noqa: E402
+
+#: config fields that have their own, differently named options (or none)
+RENAMED = {"policy_kwargs": None, "seed": "--seed", "device": "--device"}
+#: default total steps per short env name (else DEFAULT_STEPS)
+DEFAULT_STEPS = 5_000_000
+
+
+def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as Python literals if they are)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"error: {what} entries must be key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def memory_help() -> str:
+    lines = ["memory hyperparameters (--policy-kwargs key=value), per --policy:"]
+    for name in available_policies():
+        params = inspect.signature(memory_class(name).__init__).parameters
+        shown = [
+            f"{p.name}={p.default!r}"
+            for p in params.values()
+            if p.name not in ("self", "input_dim") and p.default is not inspect.Parameter.empty
+        ]
+        lines.append(f"  {name}: {', '.join(shown) or '(none)'}")
+    lines.append("  every policy: features_dim=64, head_hidden=128, head_layers=2")
+    return "\n".join(lines)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=memory_help(), formatter_class=_Formatter
+    )
+    parser.add_argument("--env", default="corridor",
+                        help="env short name (corridor, portal, instruction, ...) or any "
+                             "registered gymnasium id")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE",
+                        help="arguments of gymnasium.make for the env")
+    parser.add_argument("--policy", default=default_policy(), choices=available_policies(),
+                        help="memory of the policy")
+    parser.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS),
+                        help="algorithm (its preset sets the defaults of the options below that "
+                             "you do not give)")
+    parser.add_argument("--total-steps", type=int, default=DEFAULT_STEPS,
+                        help="env steps to train for (counted from the run's start)")
+    parser.add_argument("--policy-kwargs", nargs="*", metavar="KEY=VALUE",
+                        help="policy hyperparameters (see the list below)")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue the run saved in this checkpoint")
+    parser.add_argument("--log-dir", default="runs", help="root of the run directories")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    docs = field_docs(AgentConfig)
+    presets = {name: cls.config_class() for name, cls in sorted(ALGORITHMS.items())}
+    group = parser.add_argument_group("trainer (the --algo preset gives the defaults)")
+    for f in dataclasses.fields(AgentConfig):
+        if f.name in RENAMED and RENAMED[f.name] is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        defaults = {name: getattr(cfg, f.name) for name, cfg in presets.items()}
+        if len(set(map(repr, defaults.values()))) == 1:
+            shown = repr(next(iter(defaults.values())))
+        else:
+            shown = ", ".join(f"{name}: {v!r}" for name, v in defaults.items())
+        extra: dict[str, Any] = {}
+        if f.type in ("bool", bool):
+            extra["action"] = argparse.BooleanOptionalAction
+        elif f.name in ("clip_coef", "target_kl"):
+            extra["type"] = _optional_float
+        elif f.type in ("int", int):
+            extra["type"] = int
+        elif f.type in ("float", float):
+            extra["type"] = float
+        if f.name == "optimizer":
+            extra["choices"] = ["adam", "rmsprop"]
+        group.add_argument(flag, default=argparse.SUPPRESS, dest=f.name,
+                           help=f"{docs.get(f.name, '')} (default: {shown})", **extra)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    algo_cls = ALGORITHMS[args.algo]
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(AgentConfig)
+        if f.name != "policy_kwargs" and getattr(args, f.name, None) is not None
+    }
+    policy_kwargs = parse_kv(args.policy_kwargs, "--policy-kwargs")
+    env_kwargs = parse_kv(args.env_kwargs, "--env-kwargs")
+    if args.total_steps < 1:
+        parser.error(f"--total-steps must be >= 1, got {args.total_steps}")
+    try:
+        config = dataclasses.replace(
+            algo_cls.config_class(), policy_kwargs=policy_kwargs, **overrides
+        ).validate()
+    except ValueError as err:
+        parser.error(str(err))
+
+    t0 = time.perf_counter()
+    try:
+        if args.resume:
+            keep = {k: v for k, v in overrides.items() if k not in ("device",)}
+            model = algo_cls.load(args.resume, device=config.device, **keep)
+            resume = True
+        else:
+            model = algo_cls(args.policy, args.env, config, env_kwargs=env_kwargs,
+                             tensorboard_log=args.log_dir)
+            resume = False
+    except ValueError as err:  # unknown env / policy hyperparameter / bad checkpoint
+        parser.error(str(err))
+    print(f"training {args.algo.upper()} {model.policy_name} on {model.env_id} "
+          f"({sum(p.numel() for p in model.policy.parameters())} parameters, "
+          f"device {model.device}); logs in {model.log_dir}", flush=True)
+    model.learn(args.total_steps, progress_bar=not args.no_progress,
+                reset_num_timesteps=not resume)
+    wall = time.perf_counter() - t0
+    success = model.last_success_rate
+    print("\nsummary")
+    print(f"  steps:         {model.num_timesteps}")
+    print(f"  wall time:     {wall:.1f} s ({model.num_timesteps / max(wall, 1e-9):.0f} steps/s)")
+    print(f"  success rate:  {'n/a' if success is None else f'{success:.3f}'} (last update)")
+    print(f"  log dir:       {model.log_dir}")
+    print(f"  checkpoint:    {model.checkpoint_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
