@@ -34,7 +34,10 @@ class BagOfWordsEncoder(nn.Module):
         self.features_dim = features_dim
         n_in = math.prod(self.shape)
         self.net = nn.Sequential(
-            nn.Linear(n_in, features_dim), nn.ReLU(), nn.Linear(features_dim, features_dim), nn.ReLU()
+            nn.Linear(n_in, features_dim),
+            nn.ReLU(),
+            nn.Linear(features_dim, features_dim),
+            nn.ReLU(),
         )
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -52,7 +55,10 @@ class BoxEncoder(nn.Module):
         self.scale = 255.0 if space.dtype == "uint8" and float(space.high.max()) > 1 else 1.0
         n_in = max(1, math.prod(self.obs_shape))
         self.net = nn.Sequential(
-            nn.Linear(n_in, features_dim), nn.ReLU(), nn.Linear(features_dim, features_dim), nn.ReLU()
+            nn.Linear(n_in, features_dim),
+            nn.ReLU(),
+            nn.Linear(features_dim, features_dim),
+            nn.ReLU(),
         )
 
     def forward(self, obs: Tensor) -> Tensor:

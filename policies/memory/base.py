@@ -218,7 +218,7 @@ def _pad_to(t: Tensor, shape: Sequence[int]) -> Tensor:
     if tuple(t.shape) == tuple(shape):
         return t
     pad: list[int] = []
-    for have, want in zip(reversed(t.shape), reversed(shape)):
+    for have, want in zip(reversed(t.shape), reversed(shape), strict=True):
         pad.extend([0, want - have])
     return nn.functional.pad(t, pad)
 

@@ -51,14 +51,14 @@ class _RNNMemory(Memory):
         hs = [state[k].transpose(0, 1).contiguous() for k in self.state_keys]  # (layers, B, H)
         outs = []
         bounds = _run_boundaries(episode_starts)
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             keep = (~episode_starts[lo]).to(x.dtype).view(1, -1, 1)
             hs = [h * keep for h in hs]
             out, new = self.rnn(x[lo:hi], hs[0] if len(hs) == 1 else tuple(hs))
             hs = [new] if len(hs) == 1 else list(new)
             outs.append(out)
         y = torch.cat(outs)
-        new_state = {k: h.transpose(0, 1) for k, h in zip(self.state_keys, hs)}
+        new_state = {k: h.transpose(0, 1) for k, h in zip(self.state_keys, hs, strict=True)}
         aux = {"memory_size": torch.tensor(1.0, device=x.device)}
         return y, new_state, aux
 
@@ -96,7 +96,10 @@ class NoMemory(Memory):
             raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
         super().__init__(input_dim, hidden_dim)
         self.net = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU()
+            nn.Linear(input_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(),
         )
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
