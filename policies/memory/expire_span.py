@@ -1,15 +1,21 @@
 """Expire-Span memory (Sukhbaatar et al., "Not All Memories are Created Equal", section 4).
 
-Each layer predicts, once when a memory ``h_i`` is made, how long it should live::
+Each layer predicts how long each memory ``h_i`` should live::
 
     e_i = L * sigmoid(w . h_i + b)                         (one span per layer, shared by heads)
     m_{t,i} = clamp(1 + (e_i - (t - i)) / R, 0, 1)         (soft mask, ramp of length R)
     a'_{t,i} = m_{t,i} a_{t,i} / sum_j m_{t,j} a_{t,j}     (masked, renormalised attention)
 
-A memory with ``m = 0`` for the next call's first step can never be seen again and is deleted
-from the cache, so the cache holds fewer than ``L + R`` memories per layer. The span penalty
-``alpha * sum_i e_i / T`` is counted for memories while they are inside the ramp
-(``0 < m < 1``), when the task loss also pushes on them (section 4.2 "Loss Computation").
+The spans are not stored: every call recomputes ``e_i`` for the whole ``[cache; block]`` from the
+cached layer inputs ``h_i`` with the current ``(w, b)``. A memory reaches its ramp long after it
+was made, usually in a later training sequence whose starting state is detached; recomputing the
+span there is what lets the task loss (through the mask) and the span penalty train ``(w, b)`` on
+old memories (section 4.2 "Loss Computation"). The span penalty ``alpha * sum_i e_i / T`` is
+counted for memories while they are inside the ramp (``0 < m < 1``), when the task loss also
+pushes on them.
+
+A memory with ``m = 0`` for the next call's first step under the current parameters is deleted
+from the cache, so the cache holds fewer than ``L + R`` memories per layer.
 """
 
 from __future__ import annotations
@@ -35,14 +41,14 @@ def expire_soft_mask(dist: Tensor, span: Tensor, ramp: float) -> Tensor:
 class ExpireSpanMemory(CachedTransformerMemory):
     """Causal transformer whose memories expire after a learned, per-memory span.
 
-    State per layer ``l``: ``mem_l`` (B, M_l, d_model), ``age_l`` (B, M_l), ``valid_l`` (B, M_l),
-    ``span_l`` (B, M_l) (the spans, kept with the graph so the task loss trains them through the
-    mask). ``aux``: ``loss_expire_span`` (already multiplied by ``alpha``), ``memory_size`` (mean
-    memories attended per step and layer), ``span_mean`` (mean span of this call's new memories)
-    and ``spans`` (T, B) (span of each step's memory in the last layer, for plots).
+    State per layer ``l``: ``mem_l`` (B, M_l, d_model), ``age_l`` (B, M_l), ``valid_l`` (B, M_l);
+    the spans are recomputed from ``mem_l`` on every call (:meth:`spans`). ``aux``:
+    ``loss_expire_span`` (already multiplied by ``alpha``), ``memory_size`` (mean memories
+    attended per step and layer), ``span_mean`` (mean span of this call's new memories) and
+    ``spans`` (T, B) (span of each step's memory in the last layer, for plots).
     """
 
-    has_spans = True
+    expiring = True
 
     def __init__(
         self,
@@ -51,9 +57,9 @@ class ExpireSpanMemory(CachedTransformerMemory):
         max_span: int = 200,
         ramp: float = 16.0,
         alpha: float = 5e-6,
-        n_layers: int = 2,
+        num_layers: int = 2,
         d_model: int = 64,
-        n_heads: int = 4,
+        num_heads: int = 4,
         d_ff: int = 256,
         dropout: float = 0.0,
         init_span_fraction: float = 0.1,
@@ -66,9 +72,9 @@ class ExpireSpanMemory(CachedTransformerMemory):
             max_span: the maximum span ``L``; spans lie in ``[0, L]`` (paper's corridor: 200).
             ramp: length ``R`` of the soft mask's ramp, in steps (paper's RL tasks: 16).
             alpha: coefficient of the span penalty (paper's corridor: 5e-6).
-            n_layers: transformer layers (paper's RL agents: 2).
+            num_layers: transformer layers (paper's RL agents: 2).
             d_model: hidden units (also the output size; paper's RL agents: 64).
-            n_heads: attention heads; must divide ``d_model``.
+            num_heads: attention heads; must divide ``d_model``.
             d_ff: hidden units of each layer's feed-forward block.
             dropout: dropout on attention weights and residual branches, in [0, 1).
             init_span_fraction: initial spans as a fraction of ``L``, in (0, 1): the span
@@ -89,9 +95,9 @@ class ExpireSpanMemory(CachedTransformerMemory):
         super().__init__(
             input_dim,
             max_span=max_span,
-            n_layers=n_layers,
+            num_layers=num_layers,
             d_model=d_model,
-            n_heads=n_heads,
+            num_heads=num_heads,
             d_ff=d_ff,
             dropout=dropout,
             position_window=position_window,
@@ -99,7 +105,7 @@ class ExpireSpanMemory(CachedTransformerMemory):
         )
         self.ramp = float(ramp)
         self.alpha = float(alpha)
-        self.span_predictors = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(n_layers))
+        self.span_predictors = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(num_layers))
         bias = math.log(init_span_fraction / (1.0 - init_span_fraction))
         for pred in self.span_predictors:
             nn.init.normal_(pred.weight, std=0.02)
@@ -109,15 +115,20 @@ class ExpireSpanMemory(CachedTransformerMemory):
         # a memory survives a call only while its distance to the next step is < e + R <= L + R
         return math.ceil(self.max_span + self.ramp) - 1
 
-    def _new_spans(self, layer: int, h: Tensor) -> Tensor:
+    def spans(self, layer: int, h: Tensor) -> Tensor:
+        """``e = L * sigmoid(w . h + b)`` of ``layer`` for memories ``h`` (..., d_model): (...)."""
         return self.max_span * torch.sigmoid(self.span_predictors[layer](h).squeeze(-1))
+
+    def _key_spans(self, layer: int, keys: Tensor) -> Tensor:
+        return self.spans(layer, keys)
 
     def _attention_mask(self, dist: Tensor, span: Tensor | None) -> tuple[Tensor, Tensor | None]:
         soft = expire_soft_mask(dist, span, self.ramp)
         return soft > 0, soft
 
     def _alive(self, next_dist: Tensor, span: Tensor | None) -> Tensor:
-        # the same expression as the mask, so a kept memory is exactly one with m > 0
+        # the same expression as the mask: kept while m > 0 for the next call's first step under
+        # the current parameters
         return expire_soft_mask(next_dist.unsqueeze(1), span, self.ramp).squeeze(1) > 0
 
     def _layer_aux(

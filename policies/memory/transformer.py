@@ -10,12 +10,11 @@ State (batch-first, one set of keys per layer ``l``):
 
 * ``mem_l``   (B, M_l, d_model) float: cached layer inputs;
 * ``age_l``   (B, M_l) int64: how many steps ago each memory was made (1 = the previous step);
-* ``valid_l`` (B, M_l) bool: False marks an empty slot (zero padding along M means "empty");
-* ``span_l``  (B, M_l) float: only for memories with per-memory spans (Expire-Span).
+* ``valid_l`` (B, M_l) bool: False marks an empty slot (zero padding along M means "empty").
 
 The base class is the fixed-span transformer (Transformer-XL: a step sees the previous ``L``
 steps). Expire-Span overrides the hooks that decide which memories a query sees and how much
-(:meth:`CachedTransformerMemory._new_spans`, :meth:`CachedTransformerMemory._attention_mask`),
+(:meth:`CachedTransformerMemory._key_spans`, :meth:`CachedTransformerMemory._attention_mask`),
 which survive the call (:meth:`CachedTransformerMemory._alive`), the cache capacity and the
 auxiliary outputs; resets, relative positions, random shortening and cache compaction live here.
 """
@@ -72,17 +71,17 @@ class CachedAttentionLayer(nn.Module):
     """Pre-norm layer: multi-head attention over ``[cache; block]``, then a feed-forward block."""
 
     def __init__(
-        self, d_model: int, n_heads: int, d_ff: int, dropout: float, position_window: int
+        self, d_model: int, num_heads: int, d_ff: int, dropout: float, position_window: int
     ) -> None:
         super().__init__()
-        self.n_heads = n_heads
-        self.d_head = d_model // n_heads
+        self.num_heads = num_heads
+        self.d_head = d_model // num_heads
         self.norm_att = nn.LayerNorm(d_model)
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.rel = (
-            nn.Parameter(torch.randn(position_window, n_heads, self.d_head) * 0.02)
+            nn.Parameter(torch.randn(position_window, num_heads, self.d_head) * 0.02)
             if position_window > 0
             else None
         )
@@ -99,8 +98,8 @@ class CachedAttentionLayer(nn.Module):
         (B, T, M + T) per query and key. Returns the block outputs (B, T, D)."""
         b, t, d = h.shape
         hn = self.norm_att(torch.cat([mem, h], dim=1))  # (B, K, D)
-        q = self.q(hn[:, mem.shape[1] :]).view(b, t, self.n_heads, self.d_head).transpose(1, 2)
-        k, v = self.kv(hn).view(b, -1, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        q = self.q(hn[:, mem.shape[1] :]).view(b, t, self.num_heads, self.d_head).transpose(1, 2)
+        k, v = self.kv(hn).view(b, -1, 2, self.num_heads, self.d_head).permute(2, 0, 3, 1, 4)
         q = q / math.sqrt(self.d_head)
         scores = q @ k.transpose(-1, -2)  # (B, H, T, K)
         if self.rel is not None:
@@ -121,43 +120,44 @@ class CachedTransformerMemory(Memory):
     hooks. Output: the final layer's hidden states after a LayerNorm, ``output_dim = d_model``.
     """
 
-    #: Whether each memory carries a predicted span (adds ``span_l`` to the state).
-    has_spans: bool = False
+    #: Whether memories expire before the capacity is reached (Expire-Span): the cache is then
+    #: trimmed to the largest live count of the batch instead of ``min(capacity, M)``.
+    expiring: bool = False
 
     def __init__(
         self,
         input_dim: int,
         *,
         max_span: int,
-        n_layers: int,
+        num_layers: int,
         d_model: int,
-        n_heads: int,
+        num_heads: int,
         d_ff: int,
         dropout: float,
         position_window: int,
         random_shortening: bool,
     ) -> None:
         _check_int("max_span", max_span, 1)
-        _check_int("n_layers", n_layers, 1)
+        _check_int("num_layers", num_layers, 1)
         _check_int("d_model", d_model, 1)
-        _check_int("n_heads", n_heads, 1)
+        _check_int("num_heads", num_heads, 1)
         _check_int("d_ff", d_ff, 1)
         _check_int("position_window", position_window, 0)
-        if d_model % n_heads:
-            raise ValueError(f"d_model must be divisible by n_heads={n_heads}, got {d_model}")
+        if d_model % num_heads:
+            raise ValueError(f"d_model must be divisible by num_heads={num_heads}, got {d_model}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         super().__init__(input_dim, d_model)
         self.max_span = max_span
-        self.n_layers = n_layers
+        self.num_layers = num_layers
         self.d_model = d_model
-        self.n_heads = n_heads
+        self.num_heads = num_heads
         self.position_window = position_window
         self.random_shortening = bool(random_shortening)
         self.proj = nn.Linear(input_dim, d_model)
         self.layers = nn.ModuleList(
-            CachedAttentionLayer(d_model, n_heads, d_ff, dropout, position_window)
-            for _ in range(n_layers)
+            CachedAttentionLayer(d_model, num_heads, d_ff, dropout, position_window)
+            for _ in range(num_layers)
         )
         self.norm_out = nn.LayerNorm(d_model)
 
@@ -167,8 +167,12 @@ class CachedTransformerMemory(Memory):
         """Most memories a layer's cache can hold between calls."""
         return self.max_span
 
-    def _new_spans(self, layer: int, h: Tensor) -> Tensor | None:
-        """Span of each new memory ``h`` (B, T, D) of ``layer``: (B, T), or None (no spans)."""
+    def _key_spans(self, layer: int, keys: Tensor) -> Tensor | None:
+        """Span of each key ``keys`` (B, K, D) (``[cache; block]``) of ``layer``: (B, K), or None.
+
+        Called on every call with the current parameters, so a span is never stale and its
+        predictor is trained by every memory, however old (see :mod:`.expire_span`).
+        """
         return None
 
     def _attention_mask(self, dist: Tensor, span: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -195,23 +199,19 @@ class CachedTransformerMemory(Memory):
         device = self.device if device is None else device
         dtype = self.proj.weight.dtype
         state: State = {}
-        for l in range(self.n_layers):
+        for l in range(self.num_layers):
             state[f"mem_{l}"] = torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype)
             state[f"age_{l}"] = torch.zeros(batch_size, 0, device=device, dtype=torch.long)
             state[f"valid_{l}"] = torch.zeros(batch_size, 0, device=device, dtype=torch.bool)
-            if self.has_spans:
-                state[f"span_{l}"] = torch.zeros(batch_size, 0, device=device, dtype=dtype)
         return state
 
     def state_spec(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         cap, dtype = self.capacity(), self.proj.weight.dtype
         spec: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        for l in range(self.n_layers):
+        for l in range(self.num_layers):
             spec[f"mem_{l}"] = ((cap, self.d_model), dtype)
             spec[f"age_{l}"] = ((cap,), torch.long)
             spec[f"valid_{l}"] = ((cap,), torch.bool)
-            if self.has_spans:
-                spec[f"span_{l}"] = ((cap,), dtype)
         return spec
 
     def forward(
@@ -245,10 +245,8 @@ class CachedTransformerMemory(Memory):
             mem, age, valid = state[f"mem_{l}"], state[f"age_{l}"], state[f"valid_{l}"]
             dist = torch.cat([steps[None, :, None] + age[:, None, :], block_dist], dim=2)
             vis = torch.cat([valid[:, None, :] & sees_cache[:, :, None], block_vis], dim=2)
-            new_span = self._new_spans(l, h)
-            span = None
-            if new_span is not None:
-                span = torch.cat([state[f"span_{l}"], new_span], dim=1)  # (B, K)
+            keys = torch.cat([mem, h], dim=1)  # (B, K, D)
+            span = self._key_spans(l, keys)  # (B, K) or None
             allowed, soft = self._attention_mask(dist, span)
             vis = vis & allowed
             attended = attended + (vis & (dist > 0)).sum(dim=2).to(x.dtype).mean()
@@ -259,36 +257,38 @@ class CachedTransformerMemory(Memory):
             next_dist = torch.cat([age + t_len, t_len - steps.expand(b, -1)], dim=1)  # (B, K)
             keep = torch.cat([valid & keep_cache, keep_block], dim=1)
             keep = keep & self._alive(next_dist, None if span is None else span.detach())
-            candidates.append((torch.cat([mem, h], dim=1), next_dist, keep, span))
+            candidates.append((keys, next_dist, keep))
             h = h_next
 
         y = self.norm_out(h).transpose(0, 1)  # (T, B, D)
-        aux = {"memory_size": (attended / self.n_layers).detach(), **self._combine_aux(layer_aux)}
+        aux = {"memory_size": (attended / self.num_layers).detach(), **self._combine_aux(layer_aux)}
         return y, self._compact(candidates), aux
 
-    def _compact(self, candidates: list) -> State:
-        """Move kept memories to the front of each row (in time order) and trim M."""
-        if self.has_spans:
+    def _compact(self, candidates: list[tuple[Tensor, Tensor, Tensor]]) -> State:
+        """Move kept memories to the front of each row (in time order) and trim M.
+
+        ``candidates`` holds per layer the keys (B, K, D), their distances to the next call's
+        first step (B, K) and whether each is kept (B, K).
+        """
+        if self.expiring:
             # expiry shrinks the cache: trim to the largest live count (one host read per call)
-            counts = torch.stack([keep.sum(dim=1).amax() for _, _, keep, _ in candidates])
+            counts = torch.stack([keep.sum(dim=1).amax() for _, _, keep in candidates])
             sizes = counts.tolist()
         else:
-            sizes = [min(self.capacity(), keep.shape[1]) for _, _, keep, _ in candidates]
+            sizes = [min(self.capacity(), keep.shape[1]) for _, _, keep in candidates]
         state: State = {}
-        for l, ((mem, dist, keep, span), size) in enumerate(zip(candidates, sizes, strict=True)):
+        for l, ((mem, dist, keep), size) in enumerate(zip(candidates, sizes, strict=True)):
             order = torch.argsort((~keep).to(torch.int32), dim=1, stable=True)[:, :size]
             valid = keep.gather(1, order)
             state[f"mem_{l}"] = mem.gather(1, order[..., None].expand(-1, -1, mem.shape[2]))
             state[f"mem_{l}"] = state[f"mem_{l}"] * valid[..., None].to(mem.dtype)
             state[f"age_{l}"] = dist.gather(1, order) * valid
             state[f"valid_{l}"] = valid
-            if span is not None:
-                state[f"span_{l}"] = span.gather(1, order) * valid.to(span.dtype)
         return state
 
     def extra_repr(self) -> str:
         return (
-            f"{super().extra_repr()}, max_span={self.max_span}, n_layers={self.n_layers}, "
-            f"n_heads={self.n_heads}, position_window={self.position_window}, "
+            f"{super().extra_repr()}, max_span={self.max_span}, num_layers={self.num_layers}, "
+            f"num_heads={self.num_heads}, position_window={self.position_window}, "
             f"random_shortening={self.random_shortening}"
         )

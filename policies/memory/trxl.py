@@ -25,9 +25,9 @@ class TransformerXLMemory(CachedTransformerMemory):
         input_dim: int,
         *,
         max_span: int = 200,
-        n_layers: int = 2,
+        num_layers: int = 2,
         d_model: int = 64,
-        n_heads: int = 4,
+        num_heads: int = 4,
         d_ff: int = 256,
         dropout: float = 0.0,
         position_window: int = 32,
@@ -37,9 +37,9 @@ class TransformerXLMemory(CachedTransformerMemory):
         Args:
             input_dim: size of each input step.
             max_span: the fixed span ``L``: memories older than ``L`` steps are dropped.
-            n_layers: transformer layers (paper's RL agents: 2).
+            num_layers: transformer layers (paper's RL agents: 2).
             d_model: hidden units (also the output size; paper's RL agents: 64).
-            n_heads: attention heads; must divide ``d_model``.
+            num_heads: attention heads; must divide ``d_model``.
             d_ff: hidden units of each layer's feed-forward block.
             dropout: dropout on attention weights and residual branches, in [0, 1).
             position_window: relative position terms only for memories fewer than this many steps
@@ -50,9 +50,9 @@ class TransformerXLMemory(CachedTransformerMemory):
         super().__init__(
             input_dim,
             max_span=max_span,
-            n_layers=n_layers,
+            num_layers=num_layers,
             d_model=d_model,
-            n_heads=n_heads,
+            num_heads=num_heads,
             d_ff=d_ff,
             dropout=dropout,
             position_window=position_window,

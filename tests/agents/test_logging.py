@@ -45,7 +45,7 @@ def test_memory_aux_losses_are_logged(tmp_path):
     name = "expire_span"
     pytest.importorskip("policies.memory.expire_span")
     model = PPO(name, "MemoRL/Corridor-L10-v0", tensorboard_log=tmp_path,
-                policy_kwargs={"features_dim": 16, "d_model": 16, "n_layers": 1, "n_heads": 2,
+                policy_kwargs={"features_dim": 16, "d_model": 16, "num_layers": 1, "num_heads": 2,
                                "d_ff": 32},
                 **SMALL)
     model.learn(64, progress_bar=False)

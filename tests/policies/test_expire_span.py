@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from policies.memory import make_memory, stack_states
+from policies.memory import detach_state, make_memory, stack_states
 from policies.memory.expire_span import expire_soft_mask
 from policies.memory.transformer import masked_attention_weights
 
@@ -40,9 +40,12 @@ def run_chunks(mem, x, starts, sizes):
 # naive references
 
 
-def naive_memory(mem, x, starts):
+def naive_memory(mem, x, starts, detach_before: int = 0):
     """Per-pair loop over (t, i) for one env: ``x`` (T, D_in), ``starts`` (T,) bool.
 
+    Spans are recomputed from each layer's input ``h_i`` and stay in the graph. With
+    ``detach_before = k`` every layer's inputs of steps ``< k`` are detached, as a cache carried
+    over a detached state (an agent's BPTT sequence starting at step ``k``).
     Returns the outputs (T, d_model) and the last layer's spans (T,) (None for Transformer-XL).
     """
     expire = mem.name == "expire_span"
@@ -54,41 +57,40 @@ def naive_memory(mem, x, starts):
     h = mem.proj(x)
     spans = None
     for l, layer in enumerate(mem.layers):
+        h = torch.cat([h[:detach_before].detach(), h[detach_before:]])
         if expire:
             spans = [
-                mem.max_span * torch.sigmoid(mem.span_predictors[l](h[i])).item()
-                for i in range(t_len)
+                mem.max_span * torch.sigmoid(mem.span_predictors[l](h[i]))[0] for i in range(t_len)
             ]
         hn = layer.norm_att(h)
-        n_h, d_h = layer.n_heads, layer.d_head
+        n_h, d_h = layer.num_heads, layer.d_head
         outs = []
         for t in range(t_len):
             q = layer.q(hn[t]).view(n_h, d_h) / math.sqrt(d_h)
-            keys, scores, masks, values = [], [], [], []
+            scores, masks, values = [], [], []
             for i in range(episode_start[t], t + 1):
                 d = t - i
                 if expire:
-                    m = max(0.0, min(1.0, 1.0 + (spans[i] - d) / mem.ramp))
+                    m = (1.0 + (spans[i] - d) / mem.ramp).clamp(0.0, 1.0)
                 else:
-                    m = 1.0 if d <= mem.max_span else 0.0
-                if m == 0.0:
+                    m = torch.tensor(1.0 if d <= mem.max_span else 0.0)
+                if m.item() == 0.0:
                     continue
                 k, v = layer.kv(hn[i]).view(2, n_h, d_h)
                 s = (q * k).sum(-1)
                 if layer.rel is not None and d < layer.rel.shape[0]:
                     s = s + (q * layer.rel[d]).sum(-1)
-                keys.append(i)
                 scores.append(s)
                 masks.append(m)
                 values.append(v)
             a = torch.softmax(torch.stack(scores), dim=0)  # (n_keys, H)
-            m = torch.tensor(masks).unsqueeze(1)
+            m = torch.stack(masks).unsqueeze(1)
             a = m * a / (m * a).sum(0, keepdim=True)
             o = (a.unsqueeze(-1) * torch.stack(values)).sum(0).reshape(-1)
             out = h[t] + layer.out(o)
             outs.append(out + layer.ff(layer.norm_ff(out)))
         h = torch.stack(outs)
-    return mem.norm_out(h), None if spans is None else torch.tensor(spans)
+    return mem.norm_out(h), None if spans is None else torch.stack(spans).detach()
 
 
 def stream(t_len: int, b: int, seed: int = 3):
@@ -137,7 +139,7 @@ def test_soft_mask_and_renormalised_attention_equal_a_pair_loop():
     "name, config",
     [
         ("expire_span", dict(max_span=6, ramp=3.0, init_span_fraction=0.4, position_window=4)),
-        ("expire_span", dict(max_span=20, ramp=4.0, n_layers=1, position_window=0)),
+        ("expire_span", dict(max_span=20, ramp=4.0, num_layers=1, position_window=0)),
         ("trxl", dict(max_span=5, position_window=3)),
     ],
 )
@@ -160,19 +162,69 @@ def test_cached_blocks_equal_full_history_loop(name, config):
 
 
 def _hand_state(mem, ages, spans):
-    """One-layer state of one env holding memories of the given ages and (leaf) spans."""
+    """One-layer state of one env holding memories of the given ages and spans.
+
+    The span predictor is set to read only feature 0 (``w = e_0``, ``b = 0``), and each memory's
+    feature 0 is ``logit(e_i / L)``, so ``e_i = L * sigmoid(w . h_i + b)`` are the given spans.
+    The cached memories are a gradient leaf, as a detached state's are not: ``(w, b)`` must get
+    gradient through them anyway.
+    """
+    pred = mem.span_predictors[0]
+    with torch.no_grad():
+        pred.weight.zero_()
+        pred.weight[0, 0] = 1.0
+        pred.bias.zero_()
     m = len(ages)
-    return {
-        "mem_0": torch.randn(1, m, mem.d_model),
+    h = torch.randn(1, m, mem.d_model)
+    h[0, :, 0] = torch.logit(torch.tensor(spans) / mem.max_span)
+    state = {
+        "mem_0": h.requires_grad_(),
         "age_0": torch.tensor([ages]),
         "valid_0": torch.ones(1, m, dtype=torch.bool),
-        "span_0": torch.tensor([spans], requires_grad=True),
     }
+    torch.testing.assert_close(mem.spans(0, state["mem_0"])[0].detach(), torch.tensor(spans))
+    return state
 
 
-def test_span_loss_and_mask_gradients_come_only_from_the_ramp():
+def _capture_spans(mem, monkeypatch) -> list:
+    """Record the (B, K) spans of ``[cache; block]`` each forward computes, keeping their grad."""
+    seen, spans = [], mem.spans
+
+    def recorded(layer, h):
+        e = spans(layer, h)
+        if e.requires_grad:
+            e.retain_grad()
+        seen.append(e)
+        return e
+
+    monkeypatch.setattr(mem, "spans", recorded)
+    return seen
+
+
+def _naive_span_loss(mem, state, x, alpha):
+    """``alpha * sum_{t, i: 0 < m_{t,i} < 1} e_i / (R T B)`` by a loop over pairs, one env."""
+    t_len, ramp = x.shape[0], mem.ramp
+
+    def span(h):
+        return mem.max_span * torch.sigmoid(mem.span_predictors[0](h))[0]
+
+    ages = state["age_0"][0].tolist()
+    cache = [(span(h), age) for h, age in zip(state["mem_0"][0], ages, strict=True)]
+    block = [span(h) for h in mem.proj(x[:, 0])]
+    total = torch.zeros(())
+    for t in range(t_len):
+        pairs = [(e, age + t) for e, age in cache] + [(block[j], t - j) for j in range(t + 1)]
+        for e, d in pairs:
+            m = 1.0 + (e.item() - d) / ramp
+            if 0.0 < m < 1.0:
+                total = total + e
+    return alpha * total / (ramp * t_len * 1)
+
+
+def test_span_loss_and_mask_gradients_come_only_from_the_ramp(monkeypatch):
     ramp, alpha, t_len = 4.0, 0.5, 3
-    mem = build("expire_span", max_span=50, ramp=ramp, alpha=alpha, n_layers=1)
+    mem = build("expire_span", max_span=50, ramp=ramp, alpha=alpha, num_layers=1)
+    pred = mem.span_predictors[0]
     # distances to the 3 queries are age, age+1, age+2
     ages = [2, 4, 10, 6, 6]
     spans = [20.0, 5.0, 1.0, 6.5, 2.9]
@@ -180,34 +232,97 @@ def test_span_loss_and_mask_gradients_come_only_from_the_ramp():
     in_ramp = [False, True, False, True, True]
     x = torch.randn(t_len, 1, D_IN)
     no_start = torch.zeros(t_len, 1, dtype=torch.bool)
+    seen = _capture_spans(mem, monkeypatch)
 
+    # span penalty: value and (w, b) gradients equal the per-pair loop's
     state = _hand_state(mem, ages, spans)
     _, _, aux = mem(x, state, no_start)
-    aux["loss_expire_span"].backward()
-    grad = state["span_0"].grad[0]
+    loss = aux["loss_expire_span"]
+    got = torch.autograd.grad(loss, [pred.weight, pred.bias, seen[-1], state["mem_0"]])
+    want_loss = _naive_span_loss(mem, state, x, alpha)
+    want = torch.autograd.grad(want_loss, [pred.weight, pred.bias])
+    assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+    assert got[1].abs().item() > 0
+    # per memory: only those inside the ramp, both for e_i and for the cached h_i it comes from
     for i, ramped in enumerate(in_ramp):
-        assert (grad[i] != 0).item() == ramped, (i, grad)
-    # the value: every (t, i) pair inside the ramp charges e_i / R, over R * T * B
-    with torch.no_grad():
-        new = mem.max_span * torch.sigmoid(mem.span_predictors[0](mem.proj(x[:, 0]))).squeeze(-1)
-    total = 0.0
-    for t in range(t_len):
-        pairs = [(spans[i], ages[i] + t) for i in range(len(ages))]
-        pairs += [(new[j].item(), t - j) for j in range(t + 1)]
-        for e, d in pairs:
-            m = 1.0 + (e - d) / ramp
-            if 0.0 < m < 1.0:
-                total += e
-    want = alpha * total / (ramp * t_len * 1)
-    assert aux["loss_expire_span"].item() == pytest.approx(want, rel=1e-5)
+        assert (got[2][0, i] != 0).item() == ramped, (i, got[2])
+        assert bool((got[3][0, i] != 0).any()) == ramped, (i, got[3])
 
-    # the task loss reaches spans only through the mask's ramp too
+    # the task loss reaches spans (and so (w, b)) only through the mask's ramp too
     state = _hand_state(mem, ages, spans)
     y, _, _ = mem(x, state, no_start)
     y.pow(2).sum().backward()
-    grad = state["span_0"].grad[0]
+    grad = seen[-1].grad[0]
     for i, ramped in enumerate(in_ramp):
         assert (grad[i] != 0).item() == ramped, (i, grad)
+    assert pred.bias.grad.abs().item() > 0
+
+
+def test_detached_old_memories_still_train_the_span_predictor(monkeypatch):
+    """A memory made before a detached state boundary (an agent's BPTT cut) sends gradient to
+    ``(w, b)`` when it is inside its ramp in the new sequence, and none when it is not."""
+    ramp, span = 4.0, 2.5  # m = 1 up to distance 2.5, ramp up to 6.5, then 0
+    mem = build("expire_span", max_span=10, ramp=ramp, alpha=0.1, num_layers=1)
+    pred = mem.span_predictors[0]
+    with torch.no_grad():  # every memory has e = 2.5
+        pred.weight.zero_()
+        pred.bias.fill_(math.log(span / (10 - span)))
+    seen = _capture_spans(mem, monkeypatch)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 1, D_IN, generator=g)
+    starts = torch.zeros(8, 1, dtype=torch.bool)
+    starts[0] = True
+    for n_prev, ramped_ages in [(2, []), (6, [3, 4, 5, 6])]:
+        _, state, _ = mem(x[:n_prev], mem.initial_state(1), starts[:n_prev])
+        state = detach_state(state)
+        assert not any(v.requires_grad for v in state.values())
+        assert state["age_0"][0].tolist() == list(range(n_prev, 0, -1))
+        # one step: its own memory is at distance 0 (m = 1), so only old memories can count
+        y, _, aux = mem(x[n_prev : n_prev + 1], state, starts[n_prev : n_prev + 1])
+        e = seen[-1]
+        for loss in (y.pow(2).sum(), aux["loss_expire_span"]):
+            gw, gb, ge = torch.autograd.grad(loss, [pred.weight, pred.bias, e], retain_graph=True)
+            assert (gb.abs().item() > 0) == bool(ramped_ages), (n_prev, gb)
+            assert (gw.abs().sum().item() > 0) == bool(ramped_ages), (n_prev, gw)
+            ages = state["age_0"][0].tolist() + [0]
+            for j, age in enumerate(ages):
+                assert (ge[0, j] != 0).item() == (age in ramped_ages), (n_prev, age, ge)
+
+    # expiry follows the current parameters: with e = 0.5 now, memories at distance >= 4.5 from
+    # the next call's first step are deleted (ages 2..7 of the old ones, 1 of the new step)
+    with torch.no_grad():
+        pred.bias.fill_(math.log(0.5 / 9.5))
+        _, state, _ = mem(x[6:7], state, starts[6:7])
+    assert state["age_0"][0].tolist() == [4, 3, 2, 1]
+    assert state["valid_0"].all()
+
+
+@pytest.mark.parametrize("boundary", [5, 12])
+def test_detached_sequences_match_a_detached_full_history_loop(boundary):
+    """Chunks with ``detach_state`` between them (agents' BPTT) give the task loss's gradients for
+    the span predictors and all other parameters that a full-history loop does when the layer
+    inputs before the cut are detached: old memories reach ``(w, b)`` through their spans."""
+    mem = build("expire_span", max_span=6, ramp=3.0, init_span_fraction=0.4, position_window=4)
+    x, starts = stream(24, 2)
+    _, state, _ = mem(x[:boundary], mem.initial_state(2), starts[:boundary])
+    y, _, _ = mem(x[boundary:], detach_state(state), starts[boundary:])
+    names, params = zip(*mem.named_parameters(), strict=True)
+    got = torch.autograd.grad(y.pow(2).sum(), params, allow_unused=True)
+    want_loss = sum(
+        naive_memory(mem, x[:, b], starts[:, b], boundary)[0][boundary:].pow(2).sum()
+        for b in range(2)
+    )
+    want = torch.autograd.grad(want_loss, params, allow_unused=True)
+    grads = dict(zip(names, got, strict=True))
+    for name, g1, g2 in zip(names, got, want, strict=True):
+        if g2 is None:
+            assert g1 is None or not g1.any(), name
+        else:
+            torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4, msg=name)
+    for l in range(mem.num_layers):
+        assert grads[f"span_predictors.{l}.bias"].abs().item() > 0, l
 
 
 # cache size
@@ -225,8 +340,9 @@ def test_expire_span_cache_stays_within_the_span_bound():
         for size in [7, 1, 13] * 14 + [6]:
             _, state, aux = mem(x[lo : lo + size], state, starts[lo : lo + size])
             lo += size
-            for l in range(mem.n_layers):
-                valid, span, age = state[f"valid_{l}"], state[f"span_{l}"], state[f"age_{l}"]
+            for l in range(mem.num_layers):
+                valid, age = state[f"valid_{l}"], state[f"age_{l}"]
+                span = mem.spans(l, state[f"mem_{l}"])
                 # every kept memory can still be seen: distance < e + R
                 assert (age[valid] < span[valid] + ramp).all()
                 bound = math.ceil(span[valid].max().item() + ramp)
@@ -246,7 +362,7 @@ def test_trxl_keeps_exactly_the_last_span():
     starts[0] = True
     with torch.no_grad():
         y, state, auxs = run_chunks(mem, x, starts, [4, 1, 20, 32])
-    for l in range(mem.n_layers):
+    for l in range(mem.num_layers):
         assert state[f"valid_{l}"].shape[1] == span and state[f"valid_{l}"].all()
         assert sorted(state[f"age_{l}"][0].tolist()) == list(range(1, span + 1))
         torch.testing.assert_close(state[f"mem_{l}"].shape[1], span)
@@ -316,10 +432,15 @@ def test_random_shortening_only_in_training_mode(monkeypatch):
         ("expire_span", dict(ramp=-1.0), "ramp must be a number > 0, got -1.0"),
         ("expire_span", dict(alpha=-0.1), "alpha must be a number >= 0"),
         ("expire_span", dict(init_span_fraction=1.0), r"init_span_fraction must be in \(0, 1\)"),
-        ("trxl", dict(d_model=30, n_heads=4), "d_model must be divisible by n_heads=4, got 30"),
+        (
+            "trxl",
+            dict(d_model=30, num_heads=4),
+            "d_model must be divisible by num_heads=4, got 30",
+        ),
         ("trxl", dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
         ("trxl", dict(position_window=-1), "position_window must be an integer >= 0"),
-        ("trxl", dict(n_layers=0), "n_layers must be an integer >= 1"),
+        ("trxl", dict(num_layers=0), "num_layers must be an integer >= 1"),
+        ("expire_span", dict(num_heads=0), "num_heads must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_hyperparameters_are_refused(name, config, match):
@@ -378,7 +499,7 @@ def test_span_grows_where_the_task_needs_it():
         max_span=24,
         ramp=4.0,
         alpha=0.0,
-        n_layers=1,
+        num_layers=1,
         d_model=32,
         init_span_fraction=0.1,
         position_window=0,
