@@ -91,7 +91,14 @@ class AgentConfig:
     """Device: auto (cuda when available), cpu, cuda or cuda:N."""
 
     async_envs: bool = False
-    """Step the envs in subprocesses (gymnasium AsyncVectorEnv) instead of in this process."""
+    """Step the envs in subprocesses (gymnasium AsyncVectorEnv) instead of in this process (the
+    same as vec=async)."""
+
+    vec: str = "auto"
+    """Vector env: batched (the task's native vector implementation: all envs stepped at once as
+    arrays, on the training device when it is a GPU), sync (SyncVectorEnv of the single env),
+    async (AsyncVectorEnv, subprocesses), or auto (batched for our tasks, which have one, else
+    sync). Batched and sync give the same episodes for the same seed."""
 
     checkpoint_every: int = 50
     """Write a checkpoint every this many updates (and at the end); 0 writes only at the end."""
@@ -124,6 +131,10 @@ class AgentConfig:
         need(self.optimizer in ("adam", "rmsprop"), "optimizer", "one of: adam, rmsprop")
         need(self.target_kl is None or self.target_kl > 0, "target_kl", "> 0 or None")
         need(self.checkpoint_every >= 0, "checkpoint_every", ">= 0")
+        need(self.vec in ("auto", "batched", "sync", "async"), "vec",
+             "one of: auto, batched, sync, async")
+        need(not self.async_envs or self.vec in ("auto", "async"), "async_envs",
+             f"False when vec is {self.vec!r}")
         need(self.rollout_len % self.bptt_len == 0, "bptt_len",
              f"a divisor of rollout_len ({self.rollout_len})")
         if self.mrbp:

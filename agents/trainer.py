@@ -121,7 +121,8 @@ class ActorCriticTrainer:
         self.env_id = env if isinstance(env, str) else (env_id_of(env) if env is not None else "")
         if env is not None:
             self.env = make_vec_env(
-                env, cfg.n_envs, async_envs=cfg.async_envs, env_kwargs=self.env_kwargs
+                env, cfg.n_envs, vec=cfg.vec, async_envs=cfg.async_envs,
+                env_kwargs=self.env_kwargs, device=self.device,
             )
             self.env_id = env_id_of(self.env) if not isinstance(env, str) else env
             observation_space = self.env.single_observation_space
@@ -439,8 +440,8 @@ class ActorCriticTrainer:
         if env is None and env_data.get("id"):
             try:
                 env = make_vec_env(
-                    env_data["id"], cfg.n_envs, async_envs=cfg.async_envs,
-                    env_kwargs=env_data.get("kwargs"),
+                    env_data["id"], cfg.n_envs, vec=cfg.vec, async_envs=cfg.async_envs,
+                    env_kwargs=env_data.get("kwargs"), device=resolve_device(cfg.device),
                 )
                 rebuilt = True
             except (ValueError, gym.error.Error):

@@ -1,5 +1,14 @@
 """Vector environments for the agents: creation from an id, a short name or an env, and a stepper
-that turns gymnasium's numpy batches into time-major torch tensors on the device.
+that turns the env's batches (numpy arrays, or tensors of a batched env) into torch tensors on the
+device.
+
+Kinds of vector env (``vec``): ``batched``, the native vector implementation of an id (its
+``vector_entry_point``, e.g. :class:`envs.batched.CorridorVectorEnv`: all envs stepped at once
+with array operations; on a CUDA training device it runs on that device, so observations arrive
+as tensors where the policy is and never cross the host); ``sync`` (``SyncVectorEnv`` of the
+single env, in this process) and ``async`` (``AsyncVectorEnv``, in subprocesses). ``auto`` picks
+``batched`` for our registered ids that have a vector entry point and ``sync`` otherwise. Batched
+and sync envs give the same episodes for the same seeds, so they are interchangeable.
 
 Autoreset: we create every vector env with ``AutoresetMode.SAME_STEP``. The step that ends an
 episode returns the next episode's first observation, with the last one in
@@ -23,9 +32,10 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 
-from .buffer import obs_to_tensor
+__all__ = ["VEC_KINDS", "EnvStepper", "StepResult", "env_id_of", "make_vec_env", "resolve_env"]
 
-__all__ = ["EnvStepper", "StepResult", "env_id_of", "make_vec_env", "resolve_env"]
+VEC_KINDS = ("auto", "batched", "sync", "async")
+"""Accepted values of ``vec`` (see the module docstring)."""
 
 
 def resolve_env(name: str) -> str:
@@ -59,21 +69,72 @@ def env_id_of(env: Any) -> str:
     return type(getattr(env, "unwrapped", env)).__name__
 
 
+def has_batched(env_id: str) -> bool:
+    """Whether ``env_id`` is one of our registered tasks with a batched implementation."""
+    import envs
+
+    return env_id in envs.registered_ids() and gym.spec(env_id).vector_entry_point is not None
+
+
+def vec_kind(env: str | gym.Env | VectorEnv, vec: str = "auto", async_envs: bool = False) -> str:
+    """The kind of vector env that :func:`make_vec_env` builds for ``env``: ``batched``, ``sync``
+    or ``async`` (``vector`` for a ``VectorEnv``, used as it is)."""
+    if vec not in VEC_KINDS:
+        raise ValueError(f"vec must be one of {', '.join(VEC_KINDS)}, got {vec!r}")
+    if async_envs:
+        if vec not in ("auto", "async"):
+            raise ValueError(f"async_envs=True asks for async envs, but vec is {vec!r}")
+        vec = "async"
+    if isinstance(env, VectorEnv):
+        return "vector"
+    if vec == "auto":
+        return "batched" if isinstance(env, str) and has_batched(resolve_env(env)) else "sync"
+    if vec == "batched":
+        if not isinstance(env, str):
+            raise ValueError(
+                f"vec='batched' needs an env id with a batched implementation, got a "
+                f"{type(env).__name__}; use vec='sync' or 'async'"
+            )
+        env_id = resolve_env(env)
+        if gym.spec(env_id).vector_entry_point is None:
+            import envs
+
+            ours = [i for i in envs.registered_ids() if gym.spec(i).vector_entry_point]
+            raise ValueError(
+                f"vec='batched': env {env_id!r} has no batched implementation (no "
+                f"vector_entry_point); use vec='sync' or 'async', or one of {ours}"
+            )
+    return vec
+
+
 def make_vec_env(
     env: str | gym.Env | VectorEnv,
     n_envs: int,
     *,
+    vec: str = "auto",
     async_envs: bool = False,
     env_kwargs: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> VectorEnv:
     """A ``SAME_STEP`` vector env of ``n_envs`` copies of ``env``.
 
-    ``env`` is an id or short name (made with ``gymnasium.make(id, **env_kwargs)``), a single
-    ``gymnasium.Env`` (copied ``n_envs`` times), or a ``VectorEnv`` (returned as is after checking
-    its autoreset mode).
+    Args:
+        env: an id or short name (made with ``gymnasium.make(id, **env_kwargs)``, or the id's
+            batched implementation), a single ``gymnasium.Env`` (copied ``n_envs`` times), or a
+            ``VectorEnv`` (returned as is after checking its autoreset mode; ``vec`` is then
+            ignored).
+        n_envs: number of envs.
+        vec: ``auto``, ``batched``, ``sync`` or ``async`` (see the module docstring).
+        async_envs: the same as ``vec="async"`` (kept for older configs).
+        env_kwargs: arguments of the env (the task's configuration).
+        device: the training device: a batched env of our tasks runs on it when it is an
+            accelerator (observations are then tensors there); on the CPU it uses numpy.
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    kind = vec_kind(env, vec, async_envs)
+    if kind == "batched":
+        return _make_batched(resolve_env(env), n_envs, dict(env_kwargs or {}), device)
     if isinstance(env, VectorEnv):
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if mode != AutoresetMode.SAME_STEP:
@@ -97,8 +158,35 @@ def make_vec_env(
         raise ValueError(
             f"env must be an env id, a gymnasium.Env or a gymnasium VectorEnv, got {type(env)}"
         )
-    cls = AsyncVectorEnv if async_envs else SyncVectorEnv
+    cls = AsyncVectorEnv if kind == "async" else SyncVectorEnv
     return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def _make_batched(
+    env_id: str, n_envs: int, kwargs: dict[str, Any], device: str | torch.device | None
+) -> VectorEnv:
+    import envs
+
+    if env_id in envs.registered_ids():
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        kwargs.setdefault("device", dev if dev.type != "cpu" else "numpy")
+    try:
+        venv = gym.make_vec(
+            env_id, num_envs=n_envs, vectorization_mode="vector_entry_point",
+            autoreset_mode=AutoresetMode.SAME_STEP, **kwargs,
+        )
+    except TypeError as err:
+        raise ValueError(
+            f"vec='batched': the vector env of {env_id!r} does not accept "
+            f"autoreset_mode=SAME_STEP or these arguments ({err}); use vec='sync'"
+        ) from None
+    mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode != AutoresetMode.SAME_STEP:
+        raise ValueError(
+            f"vec='batched': the vector env of {env_id!r} runs in autoreset mode {mode}, not "
+            "SAME_STEP; use vec='sync'"
+        )
+    return venv
 
 
 def _maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
@@ -131,12 +219,20 @@ class EnvStepper:
     """Steps a ``SAME_STEP`` vector env with tensor actions; tracks episode returns and lengths.
 
     ``episode_starts`` (B,) is true where the current observation is an episode's first.
+
+    With a numpy env the actions go to the host and the batches come back as tensors on the
+    device. With a torch batched env (``venv.device`` a torch device) the actions stay tensors,
+    the observations, rewards and flags are used where they are (moved only if the env lives on
+    another device than the training), and ``final_obs`` is indexed on the device; the only host
+    read per step is one small packed copy of the rewards, flags and success flags, for the
+    episode statistics and the indices of the truncated envs.
     """
 
     def __init__(self, venv: VectorEnv, device: torch.device) -> None:
         self.venv = venv
         self.device = device
         self.n_envs = venv.num_envs
+        self.tensor_env = isinstance(getattr(venv.unwrapped, "device", None), torch.device)
         self.obs: Any = None
         self.episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=device)
         self.ep_returns = np.zeros(self.n_envs)
@@ -145,34 +241,31 @@ class EnvStepper:
     def reset(self, seed: int | None = None) -> Any:
         """Reset every env (env ``i`` seeded ``seed + i``); returns the observations."""
         obs, _ = self.venv.reset(seed=seed)
-        self.obs = obs_to_tensor(obs, self.device)
+        self.obs = _to_device(obs, self.device)
         self.episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=self.device)
         self.ep_returns[:] = 0
         self.ep_lengths[:] = 0
         return self.obs
 
     def step(self, actions: Tensor) -> StepResult:
-        """Step with ``actions`` (B,) (a tensor anywhere); the one host round trip per step."""
+        """Step with ``actions`` (B,) (a tensor anywhere)."""
+        if self.tensor_env:
+            return self._step_tensors(actions)
         obs, rewards, terminated, truncated, info = self.venv.step(actions.cpu().numpy())
         done = np.logical_or(terminated, truncated)
-        self.ep_returns += rewards
-        self.ep_lengths += 1
-        episodes = []
         final_info = info.get("final_info", {})
-        for i in np.flatnonzero(done):
-            ep = {"return": float(self.ep_returns[i]), "length": float(self.ep_lengths[i])}
-            if "success" in final_info and final_info.get("_success", done)[i]:
-                ep["success"] = float(final_info["success"][i])
-            episodes.append(ep)
-            self.ep_returns[i] = 0.0
-            self.ep_lengths[i] = 0
+        success = success_mask = None
+        if "success" in final_info:
+            success = np.asarray(final_info["success"])
+            success_mask = np.asarray(final_info.get("_success", done))
+        episodes = self._episodes(rewards, done, success, success_mask)
         final_obs = truncated_idx = None
         if truncated.any():
             idx = np.flatnonzero(truncated)
             finals = [info["final_obs"][i] for i in idx]
-            final_obs = obs_to_tensor(_stack(finals), self.device)
+            final_obs = _to_device(_stack(finals), self.device)
             truncated_idx = torch.as_tensor(idx, device=self.device)
-        self.obs = obs_to_tensor(obs, self.device)
+        self.obs = _to_device(obs, self.device)
         result = StepResult(
             self.obs,
             torch.as_tensor(rewards, dtype=torch.float32, device=self.device),
@@ -185,13 +278,76 @@ class EnvStepper:
         self.episode_starts = torch.as_tensor(done, device=self.device)
         return result
 
+    def _step_tensors(self, actions: Tensor) -> StepResult:
+        obs, rewards, terminated, truncated, info = self.venv.step(actions)
+        final_info = info.get("final_info", {})
+        done = terminated | truncated
+        success = final_info.get("success", done & False)
+        success_mask = final_info.get("_success", done & False)
+        # one host read: rewards, flags and success flags, packed (never the observations)
+        packed = torch.stack(
+            [rewards.double(), terminated.double(), truncated.double(), success.double(),
+             success_mask.double()]
+        ).cpu().numpy()
+        rewards_h, trunc_h = packed[0], packed[2].astype(bool)
+        done_h = np.logical_or(packed[1].astype(bool), trunc_h)
+        episodes = self._episodes(
+            rewards_h, done_h, packed[3].astype(bool), packed[4].astype(bool)
+        )
+        final_obs = truncated_idx = None
+        if trunc_h.any():
+            idx = torch.as_tensor(np.flatnonzero(trunc_h), device=self.device)
+            finals = info["final_obs"]
+            if isinstance(finals, np.ndarray) and finals.dtype == object:  # SyncVectorEnv's
+                final_obs = _to_device(_stack([finals[i] for i in idx.tolist()]), self.device)
+            else:  # one array of every env's final observation
+                final_obs = _index(_to_device(finals, self.device), idx)
+            truncated_idx = idx
+        self.obs = _to_device(obs, self.device)
+        done_t = done.to(self.device)
+        result = StepResult(
+            self.obs,
+            rewards.to(self.device, torch.float32),
+            terminated.to(self.device),
+            truncated.to(self.device),
+            final_obs,
+            truncated_idx,
+            episodes,
+        )
+        self.episode_starts = done_t
+        return result
+
+    def _episodes(
+        self,
+        rewards: np.ndarray,
+        done: np.ndarray,
+        success: np.ndarray | None,
+        success_mask: np.ndarray | None,
+    ) -> list[dict[str, float]]:
+        """Adds a step to the running returns and lengths; the stats of the episodes it ended."""
+        self.ep_returns += rewards
+        self.ep_lengths += 1
+        episodes = []
+        for i in np.flatnonzero(done):
+            ep = {"return": float(self.ep_returns[i]), "length": float(self.ep_lengths[i])}
+            if success is not None and success_mask is not None and success_mask[i]:
+                ep["success"] = float(success[i])
+            episodes.append(ep)
+            self.ep_returns[i] = 0.0
+            self.ep_lengths[i] = 0
+        return episodes
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to continue exactly: observations, starts, episode stats, and
-        the envs themselves when they live in this process (pickled)."""
+        the envs themselves when they live in this process (a batched env's state arrays, or the
+        pickled single envs of a ``SyncVectorEnv``)."""
         import pickle
 
-        envs_blob = None
-        if isinstance(self.venv, SyncVectorEnv):
+        envs_blob = batched = None
+        base = self.venv.unwrapped
+        if hasattr(base, "get_state") and hasattr(base, "set_state"):
+            batched = base.get_state()
+        elif isinstance(self.venv, SyncVectorEnv):
             try:
                 envs_blob = pickle.dumps(self.venv.envs)
             except Exception:  # an env that cannot be pickled resumes from a fresh reset
@@ -202,6 +358,7 @@ class EnvStepper:
             "ep_returns": self.ep_returns.copy(),
             "ep_lengths": self.ep_lengths.copy(),
             "envs": envs_blob,
+            "batched": batched,
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> bool:
@@ -210,7 +367,14 @@ class EnvStepper:
         import pickle
 
         restored = False
-        if sd.get("envs") is not None and isinstance(self.venv, SyncVectorEnv):
+        base = self.venv.unwrapped
+        if sd.get("batched") is not None and hasattr(base, "set_state"):
+            try:
+                base.set_state(sd["batched"])
+                restored = True
+            except ValueError:  # another kind or size of env: resume from a fresh reset
+                restored = False
+        elif sd.get("envs") is not None and isinstance(self.venv, SyncVectorEnv):
             envs = pickle.loads(sd["envs"])
             if len(envs) == self.n_envs:
                 for e in self.venv.envs:
@@ -218,7 +382,7 @@ class EnvStepper:
                 self.venv.envs = envs
                 restored = True
         if restored:
-            self.obs = obs_to_tensor(sd["obs"], self.device)
+            self.obs = _to_device(sd["obs"], self.device)
             self.episode_starts = sd["episode_starts"].to(self.device)
             self.ep_returns[:] = sd["ep_returns"]
             self.ep_lengths[:] = sd["ep_lengths"]
@@ -235,3 +399,19 @@ def _cpu(obs: Any) -> Any:
     if isinstance(obs, dict):
         return {k: _cpu(v) for k, v in obs.items()}
     return obs.cpu().numpy()
+
+
+def _to_device(obs: Any, device: torch.device) -> Any:
+    """An observation batch (numpy arrays or tensors, or a dict of them) as tensors on
+    ``device``; tensors already there are used as they are."""
+    if isinstance(obs, dict):
+        return {k: _to_device(v, device) for k, v in obs.items()}
+    if isinstance(obs, Tensor):
+        return obs.to(device)
+    return torch.as_tensor(np.asarray(obs), device=device)
+
+
+def _index(obs: Any, idx: Tensor) -> Any:
+    if isinstance(obs, dict):
+        return {k: _index(v, idx) for k, v in obs.items()}
+    return obs[idx]

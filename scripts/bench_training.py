@@ -2,7 +2,10 @@
 
 1. Env steps per second of our PPO with each memory policy against stable-baselines3's PPO (MLP)
    and sb3-contrib's RecurrentPPO (LSTM), on the same env, number of envs and rollout length, in
-   one run on one machine; the ratio is against SB3 PPO.
+   one run on one machine; the ratio is against SB3 PPO. Our PPO is timed with each kind of
+   vector env of ``--vec`` (``sync``: SyncVectorEnv of the single env; ``batched``: the task's
+   native vector env, on the device when it is a GPU), and the rollout-collection rate (acting
+   and env stepping, without the update) is shown separately.
 2. MRBP against full BPTT at a long training sequence: time per update and peak memory
    (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident memory of a fresh
    process per mode, since torch's CPU allocations are not seen by tracemalloc), gradients equal.
@@ -29,15 +32,23 @@ from agents import PPO  # noqa: E402
 from policies import available_policies  # noqa: E402
 
 
-def ours(policy: str, env: str, n_envs: int, n_steps: int, steps: int, device: str) -> float:
+def ours(policy: str, env: str, n_envs: int, n_steps: int, steps: int, device: str,
+         vec: str = "sync") -> tuple[float, float]:
+    """(env steps/s of training, env steps/s of rollout collection alone) of our PPO."""
     model = PPO(policy, env, tensorboard_log=None, checkpoint_path=None, n_envs=n_envs,
                 rollout_len=n_steps, bptt_len=n_steps, n_minibatches=n_envs // 2 or 1,
-                device=device)
+                device=device, vec=vec)
     model.learn(n_envs * n_steps, progress_bar=False)  # warm-up update
+    rollout_s = []
+
+    def timing(m: PPO) -> None:
+        rollout_s.append(m.last_stats["time/rollout_s"])
+
     t0 = time.perf_counter()
     start = model.num_timesteps
-    model.learn(start + steps, progress_bar=False, reset_num_timesteps=False)
-    return (model.num_timesteps - start) / (time.perf_counter() - t0)
+    model.learn(start + steps, progress_bar=False, reset_num_timesteps=False, callback=timing)
+    total = (model.num_timesteps - start) / (time.perf_counter() - t0)
+    return total, (model.num_timesteps - start) / sum(rollout_s)
 
 
 def sb3(kind: str, env: str, n_envs: int, n_steps: int, steps: int, device: str) -> float:
@@ -63,18 +74,23 @@ def sb3(kind: str, env: str, n_envs: int, n_steps: int, steps: int, device: str)
 
 
 def throughput_table(args) -> str:
-    rows = []
+    rows: list[tuple[str, float, float | None]] = []
     base = sb3("ppo", args.env, args.n_envs, args.n_steps, args.steps, args.device)
-    rows.append(("SB3 PPO (MLP)", base))
+    rows.append(("SB3 PPO (MLP)", base, None))
     rows.append(("sb3-contrib RecurrentPPO (LSTM)",
-                 sb3("recurrent", args.env, args.n_envs, args.n_steps, args.steps, args.device)))
+                 sb3("recurrent", args.env, args.n_envs, args.n_steps, args.steps, args.device),
+                 None))
     for name in args.policies or available_policies():
-        rows.append((f"ours PPO, {name}",
-                     ours(name, args.env, args.n_envs, args.n_steps, args.steps, args.device)))
+        for vec in args.vec:
+            sps, collect = ours(name, args.env, args.n_envs, args.n_steps, args.steps,
+                                args.device, vec)
+            rows.append((f"ours PPO, {name}, {vec} envs", sps, collect))
     lines = [f"Env {args.env}, {args.n_envs} envs x {args.n_steps} steps per rollout, "
              f"{args.steps} timed steps, device {args.device}", "",
-             "| agent | env steps/s | vs SB3 PPO |", "|---|---:|---:|"]
-    lines += [f"| {n} | {sps:.0f} | {sps / base:.2f} |" for n, sps in rows]
+             "| agent | env steps/s | vs SB3 PPO | rollout collection steps/s |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {n} | {sps:.0f} | {sps / base:.2f} | "
+              f"{'' if collect is None else f'{collect:.0f}'} |" for n, sps, collect in rows]
     return "\n".join(lines)
 
 
@@ -165,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--policies", nargs="*", default=None,
                         help="our policies to time (default: every registered memory)")
+    parser.add_argument("--vec", nargs="+", default=["sync", "batched"],
+                        choices=["sync", "batched", "async"],
+                        help="kinds of vector env our PPO is timed with")
     parser.add_argument("--only", choices=["throughput", "mrbp"], default=None,
                         help="run one benchmark only")
     parser.add_argument("--seq-len", type=int, default=512, help="MRBP: sequence length")

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
             extra["type"] = float
         if f.name == "optimizer":
             extra["choices"] = ["adam", "rmsprop"]
+        if f.name == "vec":
+            extra["choices"] = ["auto", "batched", "sync", "async"]
         group.add_argument(flag, default=argparse.SUPPRESS, dest=f.name,
                            help=f"{docs.get(f.name, '')} (default: {shown})", **extra)
     return parser

@@ -1,4 +1,4 @@
-"""Shared machinery of the batched tasks: backends, per-env seeding, NEXT_STEP autoreset, infos.
+"""Shared machinery of the batched tasks: backends, per-env seeding, autoreset, infos, state.
 
 A batched task keeps the state of all ``N`` envs in arrays (numpy, or torch tensors on a device)
 and implements three array functions: :meth:`BatchedTaskEnv._start` (begin new episodes for some
@@ -17,6 +17,7 @@ refill (one small copy of the per-env episode counters).
 from __future__ import annotations
 
 import copy
+import sys
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -184,12 +185,19 @@ class Backend:
 class BatchedTaskEnv(VectorEnv):
     """A ``VectorEnv`` of ``num_envs`` copies of a single word-grid task, stepped as arrays.
 
-    Semantics are those of ``gymnasium.vector.SyncVectorEnv`` with NEXT_STEP autoreset: the step
-    after an env's episode ends resets it (its action is ignored, reward 0, flags False, the
-    reset's info). Infos use gymnasium's vector format (``info[key]`` array plus ``info["_key"]``
-    mask). On host backends (numpy, torch on the CPU) a key appears only when some env reports
-    it, as with ``SyncVectorEnv``; on accelerators every key of the task is always present (with
-    an all-false mask when no env reports it), because checking would need a host sync.
+    Semantics are those of ``gymnasium.vector.SyncVectorEnv`` in the same autoreset mode.
+    NEXT_STEP (the default, as gymnasium's): the step after an env's episode ends resets it (its
+    action is ignored, reward 0, flags False, the reset's info). SAME_STEP: the step that ends an
+    episode returns the next episode's first observation (and the reset's info), with the ending
+    step's observation in ``info["final_obs"]`` and its info in ``info["final_info"]`` (masks
+    ``info["_final_obs"]``, ``info["_final_info"]``: the envs that ended). ``final_obs`` is, as
+    in ``SyncVectorEnv``, a numpy object array (``None`` where no episode ended) on the numpy
+    backend; on torch it is one ``(N, 3, 3, V)`` tensor on the device, zero where no episode
+    ended (no host work). Infos use gymnasium's vector format (``info[key]`` array plus
+    ``info["_key"]`` mask). On host backends (numpy, torch on the CPU) a key appears only when
+    some env reports it, as with ``SyncVectorEnv``; on accelerators every key of the task is
+    always present (with an all-false mask when no env reports it), because checking would need
+    a host sync.
 
     Subclasses set ``single_env_class`` and implement :meth:`_draw`, :meth:`_allocate`,
     :meth:`_start`, :meth:`_transition` and :meth:`_observe`.
@@ -202,6 +210,9 @@ class BatchedTaskEnv(VectorEnv):
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` draws env 0).
         ring: episodes drawn ahead per env, at least 1 (and steps between two refills of the
             draws); ``None`` picks 1 for numpy and 16 for torch.
+        autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.SAME_STEP``
+            (or their values, ``"NextStep"``, ``"SameStep"``); also in
+            ``metadata["autoreset_mode"]``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {
@@ -221,7 +232,19 @@ class BatchedTaskEnv(VectorEnv):
         device: Any = None,
         render_mode: str | None = None,
         ring: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            mode = None
+        if mode not in modes:
+            raise ValueError(
+                f"autoreset_mode must be one of {[m.value for m in modes]} (AutoresetMode), "
+                f"got {autoreset_mode!r}"
+            )
+        self.autoreset_mode = mode
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)):
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if num_envs < 1:
@@ -247,7 +270,7 @@ class BatchedTaskEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._n_actions = int(self.single_action_space.n)
         self._agent_word = self.template.word_index["agent"]
-        self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
 
         n, xp = self.num_envs, self.xp
         self._rows = xp.arange(n)
@@ -451,6 +474,8 @@ class BatchedTaskEnv(VectorEnv):
         with full-width masked writes, so a step never waits for the host (the drawn episodes are
         refilled every ``ring`` steps, one small copy).
         """
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            return self._step_same(actions)
         xp = self.xp
         acts = self._check_actions(actions)
         resetting = self._autoreset
@@ -475,26 +500,8 @@ class BatchedTaskEnv(VectorEnv):
             rows, m = (self._rows, resetting) if masked else (xp.nonzero(resetting), None)
             reset_info = self._begin(rows, m)
         done = terminated | truncated
-        info: dict[str, Any] = {}
-        if masked or any_reset or bool(done.any()):
-            # The single env reports success on every terminal step (False unless the task set
-            # it); keys reported every step have the mask None.
-            success, success_mask = step_info.pop("success", (done, None))
-            if success_mask is not None:
-                success = success & success_mask
-            step_info["success"] = (success & done, done)
-            step_info["is_success"] = step_info["success"]
-        else:
-            step_info.pop("success", None)
-        for key in {**step_info, **reset_info}:
-            values, mask = step_info.get(key, (None, None))
-            if any_reset:
-                mask = keep if mask is None else mask & keep
-                r_values = reset_info.get(key)
-                if r_values is not None:
-                    values = r_values if values is None else xp.where(resetting, r_values, values)
-                    mask = resetting if values is r_values else mask | resetting
-            info[key] = (values, mask)
+        self._success_info(step_info, done, masked or any_reset or bool(done.any()))
+        info = self._merge_info(step_info, reset_info, resetting if any_reset else None)
         self._autoreset = done
         if self._render_env is not None:
             if bool(resetting[0]):
@@ -502,6 +509,88 @@ class BatchedTaskEnv(VectorEnv):
             else:
                 self._render_env.step(int(acts[0]))
         return self._observe(), reward, terminated, truncated, self._vector_info(info)
+
+    def _step_same(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """:meth:`step` in SAME_STEP mode: the envs whose episode ends are reset in this step."""
+        xp = self.xp
+        acts = self._check_actions(actions)
+        masked = xp.masked_writes
+        if masked:
+            if self._since_refill >= self.ring:
+                self._refill()
+            self._since_refill += 1
+        self.step_count += 1
+        reward, terminated, step_info = self._transition(acts)
+        truncated = self.step_count >= self._max_steps()
+        truncated &= ~terminated
+        done = terminated | truncated
+        any_done = masked or bool(done.any())
+        self._success_info(step_info, done, any_done)
+        final: dict[str, Any] = {}
+        if any_done:
+            # the ending step's observation and info, taken before the resets overwrite the state
+            final_info = {
+                key: (values, done if mask is None else mask & done)
+                for key, (values, mask) in step_info.items()
+            }
+            final = {
+                "final_obs": self._final_obs(self._observe(), done),
+                "_final_obs": xp.copy(done),
+                "final_info": self._vector_info(final_info),
+                "_final_info": xp.copy(done),
+            }
+            rows, m = (self._rows, done) if masked else (xp.nonzero(done), None)
+            reset_info = self._begin(rows, m)
+            info = self._merge_info(step_info, reset_info, done)
+        else:
+            info = dict(step_info)
+        if self._render_env is not None:
+            self._render_env.step(int(acts[0]))
+            if bool(done[0]):
+                self._render_env.reset()
+        return self._observe(), reward, terminated, truncated, {**final, **self._vector_info(info)}
+
+    def _final_obs(self, obs: Any, done: Any) -> Any:
+        """``info["final_obs"]``: an object array of the ended envs' observations (``None``
+        elsewhere) on numpy, as ``SyncVectorEnv``; on torch the tensor, zero where not ended."""
+        if self.xp.is_numpy:
+            out = np.full(self.num_envs, None, dtype=object)
+            for i in np.flatnonzero(done).tolist():
+                out[i] = obs[i]
+            return out
+        return obs * done.reshape(-1, *([1] * (obs.ndim - 1))).to(obs.dtype)
+
+    def _success_info(self, step_info: dict[str, Any], done: Any, any_done: bool) -> None:
+        """Sets ``success`` and ``is_success`` at the envs whose episode ended (the single env
+        reports success on every terminal step, False unless the task set it)."""
+        if any_done:
+            success, success_mask = step_info.pop("success", (done, None))
+            if success_mask is not None:
+                success = success & success_mask
+            step_info["success"] = (success & done, done)
+            step_info["is_success"] = step_info["success"]
+        else:
+            step_info.pop("success", None)
+
+    def _merge_info(
+        self, step_info: dict[str, Any], reset_info: dict[str, Any], resetting: Any
+    ) -> dict[str, Any]:
+        """``(values, mask)`` per key: the step's info, and the reset's info at the envs of
+        ``resetting`` (``None``: no env was reset). Keys reported every step have the mask
+        None."""
+        if resetting is None:
+            return dict(step_info)
+        xp, keep = self.xp, ~resetting
+        info: dict[str, Any] = {}
+        for key in {**step_info, **reset_info}:
+            values, mask = step_info.get(key, (None, None))
+            mask = keep if mask is None else mask & keep
+            r_values = reset_info.get(key)
+            if r_values is not None:
+                values = r_values if values is None else xp.where(resetting, r_values, values)
+                mask = resetting if values is r_values else mask | resetting
+            info[key] = (values, mask)
+        return info
 
     def _max_steps(self) -> Any:
         """Step limit of each env's episode (``(N,)`` or a scalar)."""
@@ -533,6 +622,65 @@ class BatchedTaskEnv(VectorEnv):
             out[f"_{key}"] = key_mask
         return out
 
+    # checkpoints
+
+    def get_state(self) -> dict[str, Any]:
+        """The full state of every env as host (numpy) data, for a checkpoint: the state arrays,
+        the drawn episodes, the counters and each env's generator state. Restoring it with
+        :meth:`set_state` (into an env built with the same arguments, on any backend) continues
+        the episodes exactly; the ``render()`` env is not part of it."""
+        arrays = {
+            name: (value if isinstance(value, np.ndarray) else value.detach().cpu().numpy()).copy()
+            for name, value in vars(self).items()
+            if isinstance(value, np.ndarray) or _is_tensor(value)
+        }
+        return {
+            "class": type(self).__name__,
+            "num_envs": self.num_envs,
+            "single_kwargs": dict(self.single_kwargs),
+            "autoreset_mode": self.autoreset_mode.value,
+            "since_refill": self._since_refill,
+            "ring": self.ring,
+            "rngs": [rng.bit_generator.state for rng in self._rngs],
+            "arrays": arrays,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`get_state` in place (views of the state arrays stay views)."""
+        want = (type(self).__name__, self.num_envs, self.single_kwargs, self.autoreset_mode.value)
+        got = (state.get("class"), state.get("num_envs"), state.get("single_kwargs"),
+               state.get("autoreset_mode"))
+        if got != want:
+            raise ValueError(
+                f"state is of a different env (class, num_envs, task arguments, autoreset mode): "
+                f"got {got}, this env is {want}"
+            )
+        current = vars(self)
+        # the ring of drawn episodes is sized like the saved env's (its pending draws all kept)
+        self.ring = int(state["ring"])
+        self._params = self.xp.asarray(state["arrays"]["_params"], "int64")
+        for name, value in state["arrays"].items():
+            target = current.get(name)
+            if target is not None and tuple(target.shape) != tuple(value.shape):
+                raise ValueError(
+                    f"state array {name!r} has shape {tuple(value.shape)}, this env's has "
+                    f"{tuple(target.shape)}"
+                )
+            if isinstance(target, np.ndarray):
+                np.copyto(target, value, casting="unsafe")  # (a constant table's dtype may
+            elif _is_tensor(target):  # differ between backends)
+                host = np.asarray(value).astype(_dtype_name(target))
+                target.copy_(self.xp.torch.from_numpy(host))
+            else:
+                raise ValueError(f"state has an array {name!r} that this env does not have")
+        rngs = []
+        for rng_state in state["rngs"]:
+            bit_generator = getattr(np.random, rng_state["bit_generator"])()
+            bit_generator.state = rng_state
+            rngs.append(np.random.Generator(bit_generator))
+        self._rngs = rngs
+        self._since_refill = int(state["since_refill"])
+
     def render(self) -> np.ndarray | None:
         """The picture of env 0 (``render_mode="rgb_array"``), else ``None``."""
         return None if self._render_env is None else self._render_env.render()
@@ -541,6 +689,11 @@ class BatchedTaskEnv(VectorEnv):
         """Closes the env drawing the pictures."""
         if self._render_env is not None:
             self._render_env.close()
+
+
+def _is_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def _dtype_name(values: Any) -> str:

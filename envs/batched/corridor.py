@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from envs.batched.base import BatchedTaskEnv
 from envs.corridor import COLOURS, CorridorEnv
@@ -47,6 +48,8 @@ class CorridorVectorEnv(BatchedTaskEnv):
         device: ``None``/``"numpy"`` (numpy arrays) or a torch device (tensors on it).
         render_mode: ``None`` or ``"rgb_array"`` (env 0's map).
         ring: episodes drawn ahead per env (see :class:`~envs.batched.base.BatchedTaskEnv`).
+        autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default, as gymnasium's) or
+            ``AutoresetMode.SAME_STEP`` (see :class:`~envs.batched.base.BatchedTaskEnv`).
     """
 
     single_env_class = CorridorEnv
@@ -61,6 +64,7 @@ class CorridorVectorEnv(BatchedTaskEnv):
         device: Any = None,
         render_mode: str | None = None,
         ring: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         super().__init__(
             num_envs,
@@ -68,6 +72,7 @@ class CorridorVectorEnv(BatchedTaskEnv):
             device=device,
             render_mode=render_mode,
             ring=ring,
+            autoreset_mode=autoreset_mode,
         )
 
     def _draw(self, rng: np.random.Generator) -> np.ndarray:

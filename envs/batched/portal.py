@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from envs.base import MOVES
 from envs.batched.base import BatchedTaskEnv
@@ -33,6 +34,8 @@ class PortalVectorEnv(BatchedTaskEnv):
         device: ``None``/``"numpy"`` (numpy arrays) or a torch device (tensors on it).
         render_mode: ``None`` or ``"rgb_array"`` (env 0's map).
         ring: episodes drawn ahead per env (see :class:`~envs.batched.base.BatchedTaskEnv`).
+        autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default, as gymnasium's) or
+            ``AutoresetMode.SAME_STEP`` (see :class:`~envs.batched.base.BatchedTaskEnv`).
     """
 
     single_env_class = PortalEnv
@@ -46,6 +49,7 @@ class PortalVectorEnv(BatchedTaskEnv):
         device: Any = None,
         render_mode: str | None = None,
         ring: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         self.param_size = 5 * (PortalEnv(n_rooms=n_rooms, max_steps=max_steps).n_rooms - 1)
         super().__init__(
@@ -54,6 +58,7 @@ class PortalVectorEnv(BatchedTaskEnv):
             device=device,
             render_mode=render_mode,
             ring=ring,
+            autoreset_mode=autoreset_mode,
         )
 
     def _draw(self, rng: np.random.Generator) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers the ids)
 from envs.batched.corridor import CorridorVectorEnv
@@ -48,9 +49,10 @@ def host(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def host_info(info: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The info as numpy arrays, without keys that no env reports (torch keeps them all)."""
-    out = {k: host(v) for k, v in info.items()}
+def host_info(info: dict[str, Any]) -> dict[str, Any]:
+    """The info as numpy arrays (nested dicts kept), without keys that no env reports (on an
+    accelerator path every key is always there)."""
+    out = {k: v if isinstance(v, dict) else host(v) for k, v in info.items()}
     for key in [k for k in out if not k.startswith("_")]:
         if not out[f"_{key}"].any():
             del out[key], out[f"_{key}"]
@@ -58,24 +60,50 @@ def host_info(info: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def assert_same_info(got: dict[str, Any], want: dict[str, Any], where: str) -> None:
-    got, want = host_info(got), {k: np.asarray(v) for k, v in want.items()}
+    """Same keys, masks, dtypes and values; ``final_obs`` compared at the envs that ended (the
+    torch backends return one tensor, zero elsewhere, SyncVectorEnv an object array)."""
+    got = host_info(got)
     assert sorted(got) == sorted(want), where
     for key, value in want.items():
+        if isinstance(value, dict):
+            assert_same_info(got[key], value, f"{where}: info[{key!r}]")
+            continue
+        if key == "final_obs":
+            rows = np.flatnonzero(want["_final_obs"])
+            assert all(value[i] is None for i in np.flatnonzero(~want["_final_obs"]))
+            np.testing.assert_array_equal(
+                np.stack([np.asarray(got[key][i]) for i in rows]),
+                np.stack([value[i] for i in rows]),
+                err_msg=f"{where}: final_obs",
+            )
+            if got[key].dtype != object:  # the tensor form: zero where no episode ended
+                assert not got[key][~want["_final_obs"]].any(), where
+            continue
+        value = np.asarray(value)
         assert got[key].dtype == value.dtype, (where, key)
         np.testing.assert_array_equal(got[key], value, err_msg=f"{where}: info[{key!r}]")
 
 
-def drive(case: str, device: str, num_envs: int = 6, steps: int = 300, seed: int = 11) -> int:
-    """Steps the batched env and a SyncVectorEnv side by side; returns the episodes ended."""
+def drive(
+    case: str,
+    device: str,
+    num_envs: int = 6,
+    steps: int = 300,
+    seed: int = 11,
+    mode: AutoresetMode = AutoresetMode.NEXT_STEP,
+) -> int:
+    """Steps the batched env and a SyncVectorEnv side by side, both in autoreset ``mode``;
+    returns the episodes ended."""
     cls, _, kwargs = CASES[case]
     if device == "masked":
-        batched = cls(num_envs, **kwargs, device="cpu", ring=3)
+        batched = cls(num_envs, **kwargs, device="cpu", ring=3, autoreset_mode=mode)
         batched.xp.force_masked = True
         device = "cpu"
     else:
-        batched = cls(num_envs, **kwargs, device=device)
+        batched = cls(num_envs, **kwargs, device=device, autoreset_mode=mode)
+    assert batched.metadata["autoreset_mode"] == mode
     sync = gym.vector.SyncVectorEnv(
-        [lambda: cls.single_env_class(**kwargs) for _ in range(num_envs)]
+        [lambda: cls.single_env_class(**kwargs) for _ in range(num_envs)], autoreset_mode=mode
     )
     n_actions = int(batched.single_action_space.n)
     rng = np.random.default_rng(seed)
@@ -114,6 +142,72 @@ def test_batched_equals_sync_vector_env(case: str, device: str) -> None:
     assert episodes >= 12  # several episodes per env: autoresets were exercised
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_batched_equals_sync_vector_env_same_step(case: str, device: str) -> None:
+    # final_obs and final_info (values and masks) compared too, at every step
+    episodes = drive(case, device, mode=AutoresetMode.SAME_STEP)
+    assert episodes >= 12
+
+
+def test_same_step_final_obs_is_the_last_observation() -> None:
+    # A naive reference: a single env stepped by hand, reset by hand when its episode ends.
+    kwargs = CASES["corridor"][2]
+    vec = CorridorVectorEnv(2, **kwargs, autoreset_mode="SameStep")
+    single = CorridorVectorEnv.single_env_class(**kwargs)
+    obs, _ = vec.reset(seed=4)
+    ref_obs, _ = single.reset(seed=4)
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(120):
+        a = int(rng.integers(4))
+        obs, _, term, trunc, info = vec.step(np.array([a, 0]))
+        ref_obs, _, ref_term, ref_trunc, ref_info = single.step(a)
+        assert (term[0], trunc[0]) == (ref_term, ref_trunc)
+        if ref_term or ref_trunc:
+            ended += 1
+            np.testing.assert_array_equal(info["final_obs"][0], ref_obs)
+            assert info["final_info"]["success"][0] == ref_info["success"]
+            ref_obs, _ = single.reset()
+        else:
+            assert "final_obs" not in info or not info["_final_obs"][0]
+        np.testing.assert_array_equal(obs[0], ref_obs)
+    assert ended >= 3
+
+
+@pytest.mark.parametrize(
+    ("device", "other"), [("numpy", "numpy"), ("cpu", "numpy"), ("masked", "masked"),
+                          ("numpy", "masked")]
+)
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_get_state_set_state_continue_exactly(device: str, other: str, mode: AutoresetMode):
+    # saved on one backend, restored on the same or another: the same steps follow
+    cls, _, kwargs = CASES["instruction"]
+
+    def make(device: str) -> Any:
+        env = cls(4, **kwargs, device="cpu" if device == "masked" else device,
+                  autoreset_mode=mode, ring=2 if device == "masked" else None)
+        env.xp.force_masked = device == "masked"
+        return env
+
+    rng = np.random.default_rng(1)
+    actions = rng.integers(int(make(device).single_action_space.n), size=(80, 4))
+    a = make(device)
+    a.reset(seed=3)
+    for t in range(40):
+        a.step(actions[t])
+    saved = a.get_state()
+    b = make(other)
+    b.reset(seed=99)  # other episodes, overwritten by the state
+    b.set_state(saved)
+    for t in range(40, 80):
+        out_a, out_b = a.step(actions[t]), b.step(actions[t])
+        for x, y in zip(out_a[:4], out_b[:4], strict=True):
+            np.testing.assert_array_equal(host(x), host(y))
+    with pytest.raises(ValueError, match="different env"):
+        cls(3, **kwargs).set_state(saved)
+
+
 def test_keyed_draws_agree_across_backends() -> None:
     keys = np.array([0, 1, 2**31, 2**32 - 1], np.int64)
     steps = np.array([0, 7, 499, 10**6], np.int64)
@@ -140,6 +234,10 @@ def test_make_vec_vector_entry_point_returns_the_batched_env(env_id: str, cls: t
     obs, _ = vec.reset(seed=0)
     assert obs.shape == (8, 3, 3, len(vec.unwrapped.vocab)) and obs.dtype == np.uint8
     assert vec.observation_space.contains(obs)
+    same = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point",
+                        autoreset_mode=AutoresetMode.SAME_STEP, device="cpu")
+    assert same.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert isinstance(same.reset(seed=0)[0], torch.Tensor)
 
 
 def test_seed_list_and_reset_mask_match_single_envs() -> None:
@@ -177,6 +275,8 @@ def test_render_draws_env_0() -> None:
         ({"num_envs": 2, "device": "nonsense"}, "device"),
         ({"num_envs": 2, "render_mode": "human"}, "render_mode"),
         ({"num_envs": 2, "ring": 0}, "ring"),
+        ({"num_envs": 2, "autoreset_mode": "Disabled"}, "autoreset_mode"),
+        ({"num_envs": 2, "autoreset_mode": "same"}, "autoreset_mode"),
         ({"num_envs": 2, "min_length": 2}, "min_length"),
     ],
 )
