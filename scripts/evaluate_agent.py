@@ -99,6 +99,25 @@ def plot_memory(auxes: list[dict[str, torch.Tensor]], path: str, title: str) -> 
     import matplotlib.pyplot as plt
 
     n = len(auxes)
+    if auxes and "spans_per_layer" in auxes[0]:
+        # one panel per layer: a segment from each step to the step its memory expires at
+        spans = np.array([a["spans_per_layer"].reshape(-1, a["spans_per_layer"].shape[-1])[0]
+                          .cpu().numpy() for a in auxes])  # (n, layers)
+        layers = spans.shape[1]
+        fig, axes = plt.subplots(1, layers, figsize=(5 * layers, 4.5), squeeze=False)
+        for l, ax in enumerate(axes[0]):
+            for i, s in enumerate(spans[:, l]):
+                ax.plot([i, i + s], [i, i], lw=2, color="tab:blue")
+            ax.axvline(n - 1, color="grey", ls="--", lw=1)  # the episode's last step
+            ax.set_xlim(0, n + float(spans.max()) + 1)
+            ax.set_xlabel("time step")
+            ax.set_ylabel("memory made at step")
+            ax.set_title(f"layer {l}")
+        fig.suptitle(f"{title}: each step's memory, kept until its span expires")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if auxes and "spans" in auxes[0]:
         spans = [float(a["spans"].reshape(-1)[0]) for a in auxes]

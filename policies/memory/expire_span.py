@@ -147,6 +147,8 @@ class ExpireSpanMemory(CachedTransformerMemory):
             "loss_expire_span": torch.stack([a["loss"] for a in per_layer]).sum(),
             "span_mean": torch.stack([a["new_spans"].mean() for a in per_layer]).mean().detach(),
             "spans": per_layer[-1]["new_spans"].t().detach(),
+            # (T, B, num_layers): each step's span in every layer, for pictures of what is kept
+            "spans_per_layer": torch.stack([a["new_spans"].t() for a in per_layer], -1).detach(),
         }
 
     def extra_repr(self) -> str:
