@@ -298,7 +298,7 @@ class ActorCriticTrainer:
         """Fill ``buffer`` with one rollout; returns the ended episodes and memory diagnostics."""
         cfg, policy, stepper = self.config, self.policy, self.stepper
         assert stepper is not None and self.memory_state is not None
-        policy.eval()  # act as deployed (no dropout); the update runs in train mode
+        policy.eval()  # act as deployed (no dropout, no random memory shortening)
         buffer.reset()
         state = self.memory_state
         episodes: list[dict[str, float]] = []
@@ -332,7 +332,8 @@ class ActorCriticTrainer:
     def _update(self, buffer: RolloutBuffer) -> dict[str, float] | None:
         """The epochs over minibatches; None when a gradient was non-finite (update skipped)."""
         cfg, policy = self.config, self.policy
-        policy.train()
+        # the same function that acted (eval mode) unless train-mode updates are asked for
+        policy.train(cfg.update_train_mode)
         loss_fn = make_loss_fn(policy, cfg)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
         totals: dict[str, torch.Tensor] = {}
@@ -343,7 +344,8 @@ class ActorCriticTrainer:
             for mb in buffer.minibatches(cfg.n_minibatches):
                 if cfg.norm_adv and mb.advantages.numel() > 1:
                     adv = mb.advantages
-                    mb = mb._replace(advantages=(adv - adv.mean()) / (adv.std() + 1e-8))
+                    scale = adv.std().clamp_min(cfg.adv_std_floor) + 1e-8
+                    mb = mb._replace(advantages=(adv - adv.mean()) / scale)
                 self.optimizer.zero_grad(set_to_none=True)
                 if cfg.mrbp:
                     stats = mrbp_backward(policy, mb, loss_fn, cfg.mrbp_chunk_len)
