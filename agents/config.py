@@ -178,10 +178,10 @@ class PPOConfig(AgentConfig):
     are used hard (with 4 epochs every memory sat at the memoryless 50% for 200k+ steps); Adam at
     5e-4 (1e-3 learned faster but fell back after reaching 99%); entropy 0.001 (close to the
     paper's 0.0005: on the 10-cell corridor, 24k-step runs of seeds 0-3 ended at 0.66-1.00
-    success with 0.001 and mostly near 0.5 with 0.01, whose bonus outweighs the task's single
-    reward; with 0.0 some seeds collapsed). Learning is still seed-sensitive: a seed that finds the
-    colour-door link goes to 100% within 40k steps, others stay at the memoryless 50% for 100k
-    steps (README, "Learning"). Pairs with the
+    success with 0.001, while 16k-step runs with 0.01 ended at 0.0-0.31 for seeds 1-3 (its bonus
+    outweighs the task's single reward); with 0.0 some seeds collapsed). Learning is still
+    seed-sensitive: a seed that finds the colour-door link goes to 100% within 40k steps, others
+    stay near the memoryless 50% for 100k steps (README, "Learning"). Pairs with the
     policies' two-layer heads. The learning rate decays linearly to zero (anneal_lr): at a
     constant rate the corridor policy, once at 100%, fell back to 85% within 10k steps.
     """
