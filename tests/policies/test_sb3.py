@@ -30,6 +30,12 @@ from policies.sb3 import (
     sb3_policy_class,
 )
 
+
+@pytest.fixture(autouse=True)
+def _sb3_logs_in_tmp(tmp_path, monkeypatch):
+    """SB3 writes a log folder per learn() call; keep it out of the system temp dir."""
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
+
 NAMES = available_memories()
 V = 4  # words: cue_a, cue_b, corridor, goal
 
