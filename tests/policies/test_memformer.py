@@ -1,6 +1,6 @@
 """Memformer memory: the slot-attention writer against a per-slot, per-head loop (eqs. 4-8), biased
 memory normalisation, the temperature, and the segment loop against a per-env step-by-step
-reference. A slow recall task shows it learns."""
+reference. Learning to recall is in test_recall.py."""
 
 from __future__ import annotations
 
@@ -225,47 +225,3 @@ def test_bad_hyperparameters_are_refused(config, match):
     mem = make_memory("memformer", D_IN)
     with pytest.raises(ValueError, match="tau must be in"):
         mem.tau = -0.1
-
-
-# a small supervised recall task
-
-
-def recall_batch(batch: int, t_len: int, vocab: int, d_in: int, g: torch.Generator):
-    """A token (one-hot in the first ``vocab`` dims) at step 0, then noise in the other dims."""
-    tokens = torch.randint(vocab, (batch,), generator=g)
-    x = torch.zeros(t_len, batch, d_in)
-    x[0, torch.arange(batch), tokens] = 1.0
-    x[1:, :, vocab:] = torch.randn(t_len - 1, batch, d_in - vocab, generator=g)
-    starts = torch.zeros(t_len, batch, dtype=torch.bool)
-    starts[0] = True
-    return x, starts, tokens
-
-
-def train_recall(mem, *, t_len: int = 32, vocab: int = 4, steps: int = 300, seed: int = 0):
-    """Train ``mem`` plus a linear head to output the step-0 token at the last step (full BPTT
-    through the memory); returns the accuracy on a fresh batch."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    head = torch.nn.Linear(mem.output_dim, vocab)
-    opt = torch.optim.Adam(list(mem.parameters()) + list(head.parameters()), lr=2e-3)
-    mem.train()
-    for _ in range(steps):
-        x, starts, tokens = recall_batch(64, t_len, vocab, mem.input_dim, g)
-        y, _, _ = mem(x, mem.initial_state(64), starts)
-        loss = torch.nn.functional.cross_entropy(head(y[-1]), tokens)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    mem.eval()
-    x, starts, tokens = recall_batch(512, t_len, vocab, mem.input_dim, g)
-    with torch.no_grad():
-        y, _, _ = mem(x, mem.initial_state(512), starts)
-    return (head(y[-1]).argmax(-1) == tokens).float().mean().item()
-
-
-@pytest.mark.slow
-def test_learns_to_recall_across_segments():
-    """Token at step 0, noise for 31 steps (4 segments of 8): recalled at the end."""
-    torch.manual_seed(0)
-    mem = make_memory("memformer", 8, segment_len=8, d_model=32, num_heads=4)
-    assert train_recall(mem) > 0.95
