@@ -5,6 +5,15 @@ One update, top to bottom: collect ``rollout_len`` steps of ``n_envs`` envs into
 :class:`~agents.buffer.RolloutBuffer` (acting one step at a time, memory state carried along, the
 state at each training-sequence start stored), GAE, then ``n_epochs`` passes over minibatches of
 whole sequences, each back-propagated by truncated BPTT or MRBP (:mod:`agents.mrbp`).
+
+Data-parallel (launched by ``torchrun --nproc-per-node N``; :mod:`agents.distributed`): every rank
+steps its own ``n_envs`` envs (rank ``r``'s env ``i`` is seeded ``seed + r * n_envs + i``, so the
+ranks see different episodes) and collects its own rollout; the ranks start from rank 0's
+parameters, average their gradients before clipping and the optimizer step, and normalise
+advantages over the global minibatch, so they stay identical. ``num_timesteps`` counts the steps
+of all ranks. Rank 0 logs (episode statistics of all ranks) and writes the checkpoint, which also
+holds every rank's env state, memory state and RNG states so that a resume under the same world
+size continues exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import dataclasses
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +44,7 @@ from .checkpoint import (
     set_rng_states,
 )
 from .config import AgentConfig
+from .distributed import Distributed, average_dicts, setup
 from .logger import RunLogger, run_name
 from .loss import make_loss_fn
 from .mrbp import bptt_backward, mrbp_backward
@@ -64,6 +75,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+#: rank ``r > 0`` reseeds torch, numpy and python with ``seed + RANK_SEED_STRIDE * r`` after the
+#: parameters are built (and broadcast), so the ranks sample different actions and minibatches
+#: while rank 0 draws exactly what a single process would
+RANK_SEED_STRIDE = 100_003
+
+
+def _agent_device(device: str, ctx: Distributed) -> torch.device:
+    """The device of this process: the rank's device under several ranks, else ``device``."""
+    return resolve_device(ctx.device if ctx.enabled and ctx.device is not None else device)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -86,6 +108,9 @@ class ActorCriticTrainer:
         checkpoint_path: where checkpoints go (default ``<run dir>/checkpoint.pt``; None with no
             ``tensorboard_log`` writes none).
         observation_space, action_space: the spaces when ``env`` is None.
+        distributed: data-parallel over the ranks of a ``torchrun`` launch (None: when launched
+            with ``WORLD_SIZE`` > 1 or a process group is initialised; False: this process
+            alone). ``n_envs`` is per rank; logs and checkpoints are rank 0's.
     """
 
     config_class: type[AgentConfig] = AgentConfig
@@ -102,6 +127,7 @@ class ActorCriticTrainer:
         checkpoint_path: str | Path | None = None,
         observation_space: gym.Space | None = None,
         action_space: gym.Space | None = None,
+        distributed: bool | None = None,
         **overrides: Any,
     ) -> None:
         cfg = config if config is not None else self.config_class()
@@ -113,7 +139,8 @@ class ActorCriticTrainer:
         if isinstance(env, VectorEnv):
             cfg = dataclasses.replace(cfg, n_envs=env.num_envs)
         self.config = cfg.validate()
-        self.device = resolve_device(cfg.device)
+        self.dist = setup(cfg.device, enabled=distributed)
+        self.device = _agent_device(cfg.device, self.dist)
         _seed_everything(cfg.seed)
 
         self.env_kwargs = dict(env_kwargs or {})
@@ -142,6 +169,9 @@ class ActorCriticTrainer:
             )
             self._policy_by_name = True
         self.policy.to(self.device)
+        self.dist.broadcast_module(self.policy)
+        if self.dist.rank > 0:
+            _seed_everything(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
         params = self.policy.parameters()
         if cfg.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
@@ -156,8 +186,9 @@ class ActorCriticTrainer:
         self.tensorboard_log = tensorboard_log
         self.log_dir: Path | None = None
         if tensorboard_log is not None:
+            # rank 0's name on every rank (the time stamp may differ)
             name = run_name(str(self.env_id), self.policy_name, cfg.seed)
-            self.log_dir = Path(tensorboard_log) / name
+            self.log_dir = Path(tensorboard_log) / self.dist.broadcast_object(name)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else (
             self.log_dir / "checkpoint.pt" if self.log_dir is not None else None
         )
@@ -214,7 +245,7 @@ class ActorCriticTrainer:
         ``total_timesteps`` counts from the start of the run: a loaded checkpoint continues with
         ``reset_num_timesteps=False`` and stops where the uninterrupted run would.
         ``callback(self)`` runs after every update (and its checkpoint); returning False stops
-        training.
+        training (under several ranks: on every rank, when it returns False on any).
         """
         if self.env is None or self.stepper is None:
             raise ValueError("this agent has no env: pass env= to the constructor or to load()")
@@ -224,16 +255,17 @@ class ActorCriticTrainer:
         if reset_num_timesteps or self.stepper.obs is None:
             if reset_num_timesteps:
                 self.num_timesteps, self.n_updates = 0, 0
-            self.stepper.reset(seed=cfg.seed + self.num_timesteps)
+            self.stepper.reset(seed=cfg.seed + self.num_timesteps + self.dist.rank * cfg.n_envs)
             self.memory_state = self.policy.initial_state(cfg.n_envs, self.device)
         buffer = RolloutBuffer(
             cfg.rollout_len, cfg.n_envs, self.observation_space, cfg.bptt_len, self.device
         )
+        main = self.dist.is_main
         logger = RunLogger(
-            self.log_dir, total_timesteps, self.num_timesteps,
-            progress_bar=progress_bar, log_every=cfg.log_every,
+            self.log_dir if main else None, total_timesteps, self.num_timesteps,
+            progress_bar=progress_bar and main, log_every=cfg.log_every if main else 0,
         )
-        steps_per_update = cfg.rollout_len * cfg.n_envs
+        steps_per_update = cfg.rollout_len * cfg.n_envs * self.dist.world_size
         try:
             while self.num_timesteps < total_timesteps:
                 if cfg.anneal_lr:
@@ -246,12 +278,13 @@ class ActorCriticTrainer:
                 stats = self._update(buffer)
                 self.num_timesteps += steps_per_update
                 self.n_updates += 1
-                if stats is None:
+                if stats is None:  # agreed by all ranks (their averaged gradient is non-finite)
                     self.nonfinite_in_a_row += 1
-                    logger.message(
-                        f"update {self.n_updates}: non-finite loss or gradient, update skipped "
-                        f"({self.nonfinite_in_a_row} in a row)"
-                    )
+                    if main:
+                        logger.message(
+                            f"update {self.n_updates}: non-finite loss or gradient, update "
+                            f"skipped ({self.nonfinite_in_a_row} in a row)"
+                        )
                     logger.scalars({"losses/nonfinite_skipped": 1.0}, self.num_timesteps)
                     if self.nonfinite_in_a_row >= cfg.max_nonfinite:
                         where = (
@@ -268,6 +301,10 @@ class ActorCriticTrainer:
                     self.nonfinite_in_a_row = 0
                 scalars = dict(stats)
                 scalars.update(rollout_aux)
+                if self.dist.enabled:  # every rank's episodes; losses and memory stats averaged
+                    gathered = self.dist.all_gather_object((episodes, scalars))
+                    episodes = [e for eps, _ in gathered for e in eps]
+                    scalars = average_dicts([sc for _, sc in gathered])
                 scalars.update(_episode_scalars(episodes))
                 scalars["time/fps"] = logger.fps(self.num_timesteps)
                 scalars["time/rollout_s"] = t1 - t0
@@ -284,11 +321,12 @@ class ActorCriticTrainer:
                     and self.nonfinite_in_a_row == 0
                     and self.checkpoint_path is not None
                 ):
-                    self.save(self.checkpoint_path)
-                if callback is not None and callback(self) is False:
+                    self._write_checkpoint(self.checkpoint_path)
+                stop = callback is not None and callback(self) is False
+                if self.dist.any(stop):
                     break
             if self.checkpoint_path is not None and self.nonfinite_in_a_row == 0:
-                self.save(self.checkpoint_path)
+                self._write_checkpoint(self.checkpoint_path)
         finally:
             logger.close()
         return self
@@ -342,15 +380,16 @@ class ActorCriticTrainer:
         for _ in range(cfg.n_epochs):
             epoch_kl = []
             for mb in buffer.minibatches(cfg.n_minibatches):
-                if cfg.norm_adv and mb.advantages.numel() > 1:
-                    adv = mb.advantages
-                    scale = adv.std().clamp_min(cfg.adv_std_floor) + 1e-8
-                    mb = mb._replace(advantages=(adv - adv.mean()) / scale)
+                if cfg.norm_adv and mb.advantages.numel() * self.dist.world_size > 1:
+                    # over the global minibatch: this rank's and the other ranks' sequences
+                    adv = self.dist.normalize_advantages(mb.advantages, cfg.adv_std_floor)
+                    mb = mb._replace(advantages=adv)
                 self.optimizer.zero_grad(set_to_none=True)
                 if cfg.mrbp:
                     stats = mrbp_backward(policy, mb, loss_fn, cfg.mrbp_chunk_len)
                 else:
                     stats = bptt_backward(policy, mb, loss_fn)
+                self.dist.average_gradients(policy.parameters())
                 norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm)
                 if not bool(torch.isfinite(norm)):  # one host read per minibatch
                     self.optimizer.zero_grad(set_to_none=True)
@@ -366,8 +405,10 @@ class ActorCriticTrainer:
                     totals[k] = totals.get(k, 0) + v
                 n_steps += 1
                 epoch_kl.append(stats["losses/approx_kl"])
-            if cfg.target_kl is not None and float(torch.stack(epoch_kl).mean()) > cfg.target_kl:
-                break
+            if cfg.target_kl is not None:
+                kl = self.dist.mean(torch.stack(epoch_kl).mean())  # the same on every rank
+                if float(kl) > cfg.target_kl:
+                    break
         keys = list(totals)
         values = torch.stack([totals[k].float() for k in keys]).div(n_steps).tolist()
         return dict(zip(keys, values, strict=True))
@@ -407,8 +448,29 @@ class ActorCriticTrainer:
         return payload
 
     def save(self, path: str | Path) -> Path:
-        """Write a checkpoint (atomically) to ``path``."""
+        """Write a checkpoint (atomically) to ``path``: this process's view, no communication
+        (under several ranks call it on rank 0; ``learn``'s own checkpoints hold every rank)."""
         return save_checkpoint(path, self.checkpoint_payload())
+
+    def _write_checkpoint(self, path: Path) -> None:
+        """``learn``'s checkpoint. Under several ranks a collective: every rank's env state,
+        memory state and RNG states are gathered into rank 0's file (under ``distributed``), which
+        rank 0 writes while the others wait, so no rank runs ahead of a checkpoint on disk."""
+        if not self.dist.enabled:
+            self.save(path)
+            return
+        payload = self.checkpoint_payload() if self.dist.is_main else None
+        mine = {
+            "stepper": self.stepper.state_dict() if self.stepper and self.stepper.obs is not None
+            else None,
+            "memory_state": {k: v.detach().cpu() for k, v in (self.memory_state or {}).items()},
+            "rng": get_rng_states(),
+        }
+        ranks = self.dist.gather_object(mine)
+        if payload is not None:
+            payload["distributed"] = {"world_size": self.dist.world_size, "ranks": ranks}
+            save_checkpoint(path, payload)
+        self.dist.barrier()
 
     @classmethod
     def load(
@@ -416,6 +478,7 @@ class ActorCriticTrainer:
         path: str | Path,
         env: str | gym.Env | VectorEnv | None = None,
         device: str = "auto",
+        distributed: bool | None = None,
         **overrides: Any,
     ) -> ActorCriticTrainer:
         """An agent from a checkpoint, ready to ``predict`` or to continue ``learn``.
@@ -423,6 +486,12 @@ class ActorCriticTrainer:
         With ``env=None`` the run's own envs are rebuilt (restored exactly when they were
         in-process and picklable, so ``learn(total, reset_num_timesteps=False)`` continues the run
         as if it had not stopped); if they cannot be rebuilt the agent can only predict.
+
+        Under several ranks (``distributed``, as in the constructor) every rank loads the same
+        file; a checkpoint of the same world size gives each rank its own envs, memory state and
+        RNG states back, so the run continues exactly. With another world size (a single process
+        included) the model, optimizer and counters are restored and the envs start afresh (a
+        warning says so).
         """
         data = load_checkpoint(path)
         where = f"checkpoint {str(path)!r}"
@@ -438,12 +507,13 @@ class ActorCriticTrainer:
         cfg = dataclasses.replace(cfg, device=device, **overrides)
         run = data.get("run", {})
         env_data = data.get("env", {})
+        ctx = setup(cfg.device, enabled=distributed)
         rebuilt = False
         if env is None and env_data.get("id"):
             try:
                 env = make_vec_env(
                     env_data["id"], cfg.n_envs, vec=cfg.vec, async_envs=cfg.async_envs,
-                    env_kwargs=env_data.get("kwargs"), device=resolve_device(cfg.device),
+                    env_kwargs=env_data.get("kwargs"), device=_agent_device(cfg.device, ctx),
                 )
                 rebuilt = True
             except (ValueError, gym.error.Error):
@@ -456,6 +526,7 @@ class ActorCriticTrainer:
                 policy, env, cfg, env_kwargs=env_data.get("kwargs"),
                 tensorboard_log=None, checkpoint_path=run.get("checkpoint_path"),
                 observation_space=spaces.get("observation"), action_space=spaces.get("action"),
+                distributed=distributed,
             )
         except ValueError as err:
             raise CheckpointError(f"{where} cannot be rebuilt: {err}") from None
@@ -471,14 +542,30 @@ class ActorCriticTrainer:
         agent.num_timesteps = int(counters["num_timesteps"])
         agent.n_updates = int(counters["n_updates"])
         agent.nonfinite_in_a_row = int(counters.get("nonfinite_in_a_row", 0))
-        stepper_sd = env_data.get("stepper")
+        saved = data.get("distributed") or {"world_size": 1, "ranks": None}
+        if saved["world_size"] == agent.dist.world_size:
+            mine = saved["ranks"][agent.dist.rank] if saved["ranks"] else {
+                "stepper": env_data.get("stepper"),
+                "memory_state": env_data.get("memory_state"),
+                "rng": data.get("rng"),
+            }
+        else:
+            mine = {"stepper": None, "memory_state": None, "rng": None}
+            if rebuilt and agent.dist.is_main:
+                warnings.warn(
+                    f"{where} was written by {saved['world_size']} rank(s), this run has "
+                    f"{agent.dist.world_size}: model, optimizer and counters restored; the envs, "
+                    "memory states and RNG states are not (the envs start from a fresh reset)",
+                    stacklevel=2,
+                )
+        stepper_sd = mine["stepper"]
         if rebuilt and agent.stepper is not None and stepper_sd is not None:
             if agent.stepper.load_state_dict(stepper_sd):
                 agent.memory_state = {
-                    k: v.to(agent.device) for k, v in env_data["memory_state"].items()
+                    k: v.to(agent.device) for k, v in mine["memory_state"].items()
                 }
-        if "rng" in data:
-            set_rng_states(data["rng"])
+        if mine["rng"] is not None:
+            set_rng_states(mine["rng"])
         return agent
 
 

@@ -3,10 +3,14 @@
     python scripts/train_agent.py --env corridor                      # default policy, PPO
     python scripts/train_agent.py --env MemoRL/Corridor-L10-v0 --policy lstm --total-steps 300000
     python scripts/train_agent.py --resume runs/<run>/checkpoint.pt   # continue a stopped run
+    torchrun --nproc-per-node 4 scripts/train_agent.py --env corridor   # data-parallel, 4 ranks
 
 Every option of the trainer's configuration is an option here (``--help`` shows each with its
 default); memory hyperparameters go through ``--policy-kwargs key=value ...`` (listed per memory
 at the end of ``--help``).
+
+Data-parallel training: launched by ``torchrun --nproc-per-node N`` the script runs as N ranks
+that train one set of parameters (see ``--help``'s last section).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import ALGORITHMS, field_docs  # noqa: E402
 from agents.config import AgentConfig  # noqa: E402
+from agents.distributed import launch_info, shutdown  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
 from policies import available_policies, default_policy  # noqa: E402
 from policies.memory import memory_class  # noqa: E402
@@ -37,6 +42,21 @@ DEFAULT_STEPS = 5_000_000
 #: most rollouts held no reward and PPO made no progress in 460k steps; with 64 envs the policy
 #: learned to walk to the doors within 160k steps (README, "Learning").
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {"MemoRL/Corridor-v0": {"n_envs": 64}}
+
+
+DISTRIBUTED_HELP = """\
+data-parallel training (torch.distributed):
+  torchrun --nproc-per-node N scripts/train_agent.py [options]
+  torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d --rdzv-endpoint HOST:PORT \\
+      scripts/train_agent.py ...   (several machines; --resume needs a filesystem they share)
+  Each of the N ranks steps its own --n-envs envs (--n-envs is per rank; rank r's env i is
+  seeded --seed + r * n_envs + i) and the ranks train one set of parameters: rank 0's initial
+  parameters, gradients averaged over the ranks before clipping, advantages normalised over all
+  ranks' minibatches. --total-steps and the step counts count the steps of all ranks. With
+  --device auto each rank uses GPU LOCAL_RANK (nccl) when there are GPUs, else the CPU (gloo).
+  Rank 0 writes the logs and the checkpoint, which holds every rank's env state: --resume under
+  torchrun with the same number of ranks continues exactly; with another number the model,
+  optimizer and step count are restored and the envs start afresh."""
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -68,6 +88,8 @@ def memory_help() -> str:
         ]
         lines.append(f"  {name}: {', '.join(shown) or '(none)'}")
     lines.append("  every policy: features_dim=64, head_hidden=128, head_layers=2")
+    lines.append("")
+    lines.append(DISTRIBUTED_HELP)
     return "\n".join(lines)
 
 
@@ -154,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
 
+    try:
+        main_rank = launch_info().rank == 0
+    except ValueError as err:
+        parser.error(str(err))
     t0 = time.perf_counter()
     try:
         if args.resume:
@@ -166,15 +192,24 @@ def main(argv: list[str] | None = None) -> int:
             resume = False
     except ValueError as err:  # unknown env / policy hyperparameter / bad checkpoint
         parser.error(str(err))
-    print(f"training {args.algo.upper()} {model.policy_name} on {model.env_id} "
-          f"({sum(p.numel() for p in model.policy.parameters())} parameters, "
-          f"device {model.device}); logs in {model.log_dir}", flush=True)
-    model.learn(args.total_steps, progress_bar=not args.no_progress,
-                reset_num_timesteps=not resume)
+    world = model.dist.world_size
+    ranks = f", {world} ranks x {model.config.n_envs} envs" if world > 1 else ""
+    if main_rank:
+        print(f"training {args.algo.upper()} {model.policy_name} on {model.env_id} "
+              f"({sum(p.numel() for p in model.policy.parameters())} parameters, "
+              f"device {model.device}{ranks}); logs in {model.log_dir}", flush=True)
+    try:
+        model.learn(args.total_steps, progress_bar=not args.no_progress,
+                    reset_num_timesteps=not resume)
+    finally:
+        shutdown()
+    if not main_rank:
+        return 0
     wall = time.perf_counter() - t0
     success = model.last_success_rate
     print("\nsummary")
-    print(f"  steps:         {model.num_timesteps}")
+    print(f"  world size:    {world} ({model.config.n_envs} envs per rank)")
+    print(f"  steps:         {model.num_timesteps} (all ranks)")
     print(f"  wall time:     {wall:.1f} s ({model.num_timesteps / max(wall, 1e-9):.0f} steps/s)")
     print(f"  success rate:  {'n/a' if success is None else f'{success:.3f}'} (last update)")
     print(f"  log dir:       {model.log_dir}")
