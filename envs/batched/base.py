@@ -10,8 +10,9 @@ Randomness replays the single env exactly: env ``i`` owns a ``np.random.Generato
 the single env's ``np_random`` (``seed + i`` for an int seed, as ``SyncVectorEnv`` does), and each
 episode's parameters (a corridor length, a portal's doors, an instruction key) are drawn from it
 by the single env's own draw, on the host. Draws are made ahead into a ring of ``ring`` episodes
-per env, refilled every ``ring`` steps, so a step on a device never waits for the host except at a
-refill (one small copy of the per-env episode counters).
+per env, refilled every ``ring`` steps (an env starts at most one episode per step), so a step on a
+device never waits for the host except at a refill (one small copy of the per-env episode
+counters), and on the host the draws of many episodes share their array work.
 """
 
 from __future__ import annotations
@@ -155,6 +156,13 @@ class Backend:
         """Elementwise maximum of two arrays."""
         return np.maximum(a, b) if self.torch is None else self.torch.maximum(a, b)
 
+    def minimum(self, a: Any, b: Any) -> Any:
+        """Elementwise minimum of an array and an array or a scalar."""
+        if self.torch is None:
+            return np.minimum(a, b)
+        t = self.torch
+        return t.minimum(a, b) if t.is_tensor(b) else t.clamp(a, max=b)
+
     def nonzero(self, mask: Any) -> Any:
         """Indices of the true entries of a 1-d mask."""
         if self.torch is None:
@@ -209,7 +217,7 @@ class BatchedTaskEnv(VectorEnv):
             observations, rewards, flags and infos are then tensors on that device.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` draws env 0).
         ring: episodes drawn ahead per env, at least 1 (and steps between two refills of the
-            draws); ``None`` picks 1 for numpy and 16 for torch.
+            draws); ``None`` picks 8 on host backends and 16 on accelerators.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.SAME_STEP``
             (or their values, ``"NextStep"``, ``"SameStep"``); also in
             ``metadata["autoreset_mode"]``.
@@ -253,7 +261,7 @@ class BatchedTaskEnv(VectorEnv):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.xp = Backend(device)
         if ring is None:
-            ring = 16 if self.xp.masked_writes else 1
+            ring = 16 if self.xp.masked_writes else 8
         if isinstance(ring, bool) or not isinstance(ring, int) or ring < 1:
             raise ValueError(f"ring must be an integer >= 1, got {ring!r}")
         self.num_envs = int(num_envs)
@@ -276,6 +284,7 @@ class BatchedTaskEnv(VectorEnv):
         self._rows = xp.arange(n)
         self._rngs: list[np.random.Generator] = []
         self._drawn = np.zeros(n, np.int64)  # episodes drawn per env (host)
+        self._half_word = np.full(n, -1, np.int64)  # see _word
         self._started = xp.zeros((n,), "int64")  # episodes started per env (device)
         self._params = xp.zeros((n, ring, self.param_size), "int64")
         self._since_refill = 0
@@ -355,6 +364,7 @@ class BatchedTaskEnv(VectorEnv):
                 self._rngs[i] = rng
             else:
                 self._rngs.append(rng)
+            self._half_word[i] = -1
             self._drawn[i] = started[i]  # forget episodes drawn from the old generator
             if i == 0 and self._render_env is not None:
                 self._render_env.reset(seed=0)
@@ -366,28 +376,33 @@ class BatchedTaskEnv(VectorEnv):
         need = started + self.ring - self._drawn
         envs = np.flatnonzero(need > 0)
         if len(envs):
-            counts = need[envs]
-            env_idx = np.repeat(envs, counts)
-            params = np.empty((len(env_idx), self.param_size), np.int64)
-            slots = np.empty(len(env_idx), np.int64)
-            j = 0
-            for i, c in zip(envs.tolist(), counts.tolist(), strict=True):
-                rng, first = self._rngs[i], int(self._drawn[i])
-                for e in range(first, first + c):
-                    params[j] = self._draw(rng)
-                    slots[j] = e % self.ring
-                    j += 1
-            self._drawn[envs] += counts
-            env_t = self.xp.asarray(env_idx, "int64")
-            slot_t = self.xp.asarray(slots, "int64")
-            self._params[env_t, slot_t] = self.xp.asarray(params, "int64")
+            self._draw_into(envs, need[envs])
         self._since_refill = 0
+
+    def _draw_into(self, envs: np.ndarray, counts: np.ndarray) -> None:
+        """Draws the next ``counts[j]`` episodes of env ``envs[j]`` (host arrays, distinct envs)
+        into the ring, with one :meth:`_draw_many` call for all."""
+        first = self._drawn[envs]
+        if (counts == 1).all():  # the usual case: one episode per env
+            env_idx, episode = envs, first
+        else:
+            env_idx = np.repeat(envs, counts)
+            offsets = np.arange(len(env_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+            episode = np.repeat(first, counts) + offsets
+        self._drawn[envs] = first + counts
+        # an env's episodes are drawn in order: its generator appears once per episode, in turn
+        params = self._draw_many(env_idx.tolist())
+        xp = self.xp
+        slots = episode % self.ring
+        if xp.is_numpy:
+            self._params[env_idx, slots] = params
+        else:
+            index = (xp.asarray(env_idx, "int64"), xp.asarray(slots, "int64"))
+            self._params[index] = xp.asarray(params, "int64")
 
     def _begin(self, rows: Any, mask: Any) -> dict[str, Any]:
         """Starts the next drawn episode of the selected envs (see :meth:`_select`); returns the
         reset info over all envs (meaningful at the selected rows)."""
-        if mask is None:
-            self._refill_rows(rows)
         params = self._params[rows, self._started[rows] % self.ring]
         self._start(rows, mask, params)
         self._set(self.step_count, rows, mask, 0)
@@ -397,33 +412,40 @@ class BatchedTaskEnv(VectorEnv):
             self._started += mask
         return self._reset_info()
 
-    def _refill_rows(self, rows: Any) -> None:
-        # Host backends: draw (on demand, in each env's order) the episodes that the envs of
-        # `rows` are about to start.
-        rows_h = self.xp.to_numpy(rows)
-        started = self.xp.to_numpy(self._started)[rows_h]
-        late = self._drawn[rows_h] <= started
-        if not late.any():
-            return
-        envs, slots, rngs = [], [], []
-        for i, first, last in zip(
-            rows_h[late].tolist(),
-            self._drawn[rows_h[late]].tolist(),
-            started[late].tolist(),
-            strict=True,
-        ):
-            for e in range(first, last + 1):
-                envs.append(i)
-                slots.append(e % self.ring)
-                rngs.append(self._rngs[i])  # an env's episodes are drawn in order
-            self._drawn[i] = last + 1
-        xp = self.xp
-        env_t, slot_t = xp.asarray(envs, "int64"), xp.asarray(slots, "int64")
-        self._params[env_t, slot_t] = xp.asarray(self._draw_many(rngs), "int64")
+    def _draw_many(self, envs: list[int]) -> np.ndarray:
+        """``_draw`` of the generator of each env of ``envs`` in turn (an env may appear more
+        than once: its episodes in order), stacked; tasks may batch the work."""
+        return np.stack([self._draw(self._rngs[i]) for i in envs])
 
-    def _draw_many(self, rngs: list[np.random.Generator]) -> np.ndarray:
-        """``_draw`` of each generator in turn, stacked (tasks may batch the work)."""
-        return np.stack([self._draw(rng) for rng in rngs])
+    def _word(self, i: int) -> int:
+        """The next 32-bit word of env ``i``'s generator, as numpy's bounded integer draws take
+        them: the low half of a 64-bit output, then (at the next call) its high half.
+
+        For tasks whose draws are all bounded integers of ranges below ``2**32``: they may then
+        draw through this, several times faster than a ``Generator.integers`` call, and get
+        the same numbers as the single env's ``integers`` calls, provided every draw of the
+        env's generator goes through here (the pending high half is kept in ``_half_word``).
+        """
+        half = self._half_word[i]
+        if half >= 0:
+            self._half_word[i] = -1
+            return int(half)
+        raw = int(self._rngs[i].bit_generator.random_raw())
+        self._half_word[i] = raw >> 32
+        return raw & 0xFFFFFFFF
+
+    def _integers(self, i: int, span: int) -> int:
+        """``Generator.integers(span)`` of env ``i`` through :meth:`_word` (``1 <= span <=
+        2**32 - 1``): numpy's method (Lemire's), which redraws when the low half of ``word *
+        span`` falls below ``(2**32 - span) % span`` (never for a power of two)."""
+        if span == 1:
+            return 0  # numpy draws nothing
+        product = self._word(i) * span
+        if product & 0xFFFFFFFF < span:
+            threshold = ((1 << 32) - span) % span
+            while product & 0xFFFFFFFF < threshold:
+                product = self._word(i) * span
+        return product >> 32
 
     # gymnasium API
 
@@ -462,7 +484,8 @@ class BatchedTaskEnv(VectorEnv):
         acts = xp.asarray(actions, "int64").reshape(-1)
         if acts.shape[0] != self.num_envs:
             raise ValueError(f"actions must have shape ({self.num_envs},), got {acts.shape}")
-        if xp.is_numpy and (acts.min() < 0 or acts.max() >= self._n_actions):
+        # one reduction: a negative action is a huge unsigned one
+        if xp.is_numpy and acts.view(np.uint64).max() >= self._n_actions:
             raise ValueError(f"actions must be in [0, {self._n_actions - 1}], got {actions!r}")
         return acts
 
@@ -471,8 +494,8 @@ class BatchedTaskEnv(VectorEnv):
 
         Host backends (numpy, torch on the CPU) reset only the envs that ended, and skip every
         piece of bookkeeping that no env needs this step; on accelerators the same work is done
-        with full-width masked writes, so a step never waits for the host (the drawn episodes are
-        refilled every ``ring`` steps, one small copy).
+        with full-width masked writes, so a step never waits for the host. The drawn episodes
+        are refilled every ``ring`` steps (one small copy).
         """
         if self.autoreset_mode == AutoresetMode.SAME_STEP:
             return self._step_same(actions)
@@ -480,13 +503,10 @@ class BatchedTaskEnv(VectorEnv):
         acts = self._check_actions(actions)
         resetting = self._autoreset
         masked = xp.masked_writes
-        if masked:
-            if self._since_refill >= self.ring:
-                self._refill()
-            self._since_refill += 1
-            any_reset = True
-        else:
-            any_reset = bool(resetting.any())
+        if self._since_refill >= self.ring:
+            self._refill()
+        self._since_refill += 1
+        any_reset = masked or bool(resetting.any())
         self.step_count += 1
         reward, terminated, step_info = self._transition(acts)
         truncated = self.step_count >= self._max_steps()
@@ -515,10 +535,9 @@ class BatchedTaskEnv(VectorEnv):
         xp = self.xp
         acts = self._check_actions(actions)
         masked = xp.masked_writes
-        if masked:
-            if self._since_refill >= self.ring:
-                self._refill()
-            self._since_refill += 1
+        if self._since_refill >= self.ring:
+            self._refill()
+        self._since_refill += 1
         self.step_count += 1
         reward, terminated, step_info = self._transition(acts)
         truncated = self.step_count >= self._max_steps()
@@ -586,9 +605,12 @@ class BatchedTaskEnv(VectorEnv):
             values, mask = step_info.get(key, (None, None))
             mask = keep if mask is None else mask & keep
             r_values = reset_info.get(key)
-            if r_values is not None:
-                values = r_values if values is None else xp.where(resetting, r_values, values)
-                mask = resetting if values is r_values else mask | resetting
+            if r_values is not None and values is None:
+                values, mask = r_values, resetting
+            elif r_values is not None:
+                if values is not r_values:  # (else both are the same live state)
+                    values = xp.where(resetting, r_values, values)
+                mask = mask | resetting
             info[key] = (values, mask)
         return info
 

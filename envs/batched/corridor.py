@@ -76,13 +76,22 @@ class CorridorVectorEnv(BatchedTaskEnv):
         )
 
     def _draw(self, rng: np.random.Generator) -> np.ndarray:
-        # The draws of CorridorEnv._gen_grid, in its order.
+        # The draws of CorridorEnv._gen_grid, in its order (the reference of _draw_many).
         length = int(rng.integers(self.template.min_length, self.template.max_length + 1))
         colour = int(rng.integers(2))
         north = int(rng.integers(2))
-        # the whole starting state of the episode (see _allocate's columns)
+        return np.array(_episode(length, colour, north), np.int64)
+
+    def _draw_many(self, envs: list[int]) -> np.ndarray:
+        # _draw through the generators' 32-bit words (see BatchedTaskEnv._word): the same
+        # numbers, without a Generator.integers call per number.
+        low, high = self.template.min_length, self.template.max_length
+        integers = self._integers
         return np.array(
-            [length, 1, 2 * length + 20, 2 * (north != colour), 2 * colour + north, colour],
+            [
+                _episode(low + integers(i, high - low + 1), integers(i, 2), integers(i, 2))
+                for i in envs
+            ],
             np.int64,
         )
 
@@ -93,27 +102,22 @@ class CorridorVectorEnv(BatchedTaskEnv):
         for k, words in enumerate(_OBJECT_WORDS):
             table[k, [index[w] for w in words]] = 1
         self.word_table = xp.asarray(table, "uint8")
-        # views[(place * 2 + colour) * 2 + north]: the whole (3, 3, V) observation
+        # views[colours * 4 + place], colours = colour * 2 + north colour, place as _observe
+        places = (_END, _BEFORE_END, _INSIDE, _START)
         views = np.stack(
-            [
-                table[_view_ids(p, c, d)]
-                for p in range(4)
-                for c in range(2)
-                for d in range(2)
-            ]
+            [table[_view_ids(p, c, d)] for c in range(2) for d in range(2) for p in places]
         )
         views[:, 1, 1, self._agent_word] = 1
         self._views = xp.asarray(views, "uint8")
-        # place kind from min(length - x, 2): at the doors, one before, inside
-        self._place_of_distance = xp.asarray([_END, _BEFORE_END, _INSIDE], "int64")
         self._dx = xp.asarray([0, 1, 0, -1], "int64")
+        self._even = xp.asarray([True, False, True, False], "bool")
         # One row of int64 state per env, so that a new episode is one row write.
         self.state = xp.zeros((n, self.param_size), "int64")
         self.length = self.state[:, 0]
         self.x = self.state[:, 1]
         self.max_steps = self.state[:, 2]  # CorridorEnv.time_limit
         self._good = self.state[:, 3]  # the action into the matching door (0 north, 2 south)
-        self._colours = self.state[:, 4]  # colour * 2 + north colour, the view's colour part
+        self._colours4 = self.state[:, 4]  # 4 * (colour * 2 + north colour): the view's rows
         self.colour = self.state[:, 5]
 
     def _start(self, rows: Any, mask: Any, params: Any) -> None:
@@ -128,7 +132,7 @@ class CorridorVectorEnv(BatchedTaskEnv):
     def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
         x, length = self.x, self.length
         # North and south (even actions) lead into the doors from the last cell, else into walls.
-        door = (x == length) & ((actions & 1) == 0)
+        door = (x == length) & self._even[actions]
         success = door & (actions == self._good)
         # East stops at the end wall, west at the ball in the west wall.
         x += self._dx[actions]  # in place: a column of the state
@@ -137,7 +141,16 @@ class CorridorVectorEnv(BatchedTaskEnv):
         return reward, door, {"success": (success, door), "length": (length, door)}
 
     def _observe(self) -> Any:
+        # place: 0 at the doors, 1 one cell before, 2 inside, 3 next to the ball (x == 1 is at
+        # least 2 cells from the doors, as length >= 3)
         xp = self.xp
-        distance = xp.clip(self.length - self.x, 0, 2)
-        place = xp.where(self.x == 1, _START, self._place_of_distance[distance])
-        return self._views[place * 4 + self._colours]
+        place = xp.minimum(self.length - self.x, 2) + (self.x == 1)
+        place += self._colours4
+        if xp.is_numpy:
+            return np.take(self._views, place, axis=0)
+        return self._views[place]
+
+
+def _episode(length: int, colour: int, north: int) -> tuple[int, ...]:
+    """An episode's whole starting state (the columns of ``CorridorVectorEnv.state``)."""
+    return length, 1, 2 * length + 20, 2 * (north != colour), 4 * (2 * colour + north), colour

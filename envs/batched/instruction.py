@@ -148,12 +148,17 @@ class InstructionVectorEnv(BatchedTaskEnv):
         bits[_CHARACTER : _CHARACTER + c] = 1 << np.arange(c)
         self._bits = xp.asarray(bits, "int64")
         self._kinds = xp.arange(c)
+        self._kind_bit = xp.asarray(1 << np.arange(c), "int64")
+        # the characters in view, from their bits
+        self._near = xp.asarray((np.arange(1 << c)[:, None] >> np.arange(c)) & 1, "bool")
         self._centre_id = table.shape[0]
         self._rewards = xp.asarray([0.0, 1.0, -env.tell_penalty], "float64")
-        # per step hash slots: whether each character moves, then the messenger and passer-by
+        # per step hash slots of every env: whether each character moves, whether a messenger
+        # comes, whether a passer-by speaks and its word (the messenger's target and subject
+        # are drawn for the envs with a messenger only)
         self._slots = xp.asarray(
             [SLOTS_PER_CHARACTER * k + 3 for k in range(c)]
-            + [SLOT_INSTRUCTION + i for i in range(5)],
+            + [SLOT_INSTRUCTION, SLOT_INSTRUCTION + 3, SLOT_INSTRUCTION + 4],
             "int64",
         )
         if xp.is_numpy:
@@ -171,6 +176,7 @@ class InstructionVectorEnv(BatchedTaskEnv):
         self.done = xp.zeros((n,), "int64")
         self.failed = xp.zeros((n,), "int64")
         self.heard = xp.zeros((n,), "int64")
+        self.pending_bits = xp.zeros((n,), "int64")  # bit k: character k has instructions
         self._view = xp.zeros((n, 9), "int64")
 
     # helpers
@@ -237,7 +243,7 @@ class InstructionVectorEnv(BatchedTaskEnv):
         self._set(self.place, rows, mask, -1)
         self._set(self.away_until, rows, mask, 0)
         self._set(self.given_at, rows, mask, _NONE)
-        for array in (self.given, self.done, self.failed, self.heard):
+        for array in (self.given, self.done, self.failed, self.heard, self.pending_bits):
             self._set(array, rows, mask, 0)
         base = step_base(self.key[rows], xp.zeros(rows.shape, "int64"))
         for k in range(env.n_characters):  # characters placed one by one, at step 0
@@ -250,15 +256,15 @@ class InstructionVectorEnv(BatchedTaskEnv):
             "instructions_given": self.given,
             "instructions_done": self.done,
             "instructions_failed": self.failed,
-            "instructions_pending": (self.given_at < _NONE).sum(axis=(1, 2)),
+            # every instruction given is pending, executed or failed
+            "instructions_pending": self.given - self.done - self.failed,
         }
 
     def _reset_info(self) -> dict[str, Any]:
         return self._info()
 
     def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
-        xp, env = self.xp, self.template
-        n, c, q = self.num_envs, env.n_characters, self.queue_size
+        xp, env, n = self.xp, self.template, self.num_envs
         t = self.step_count
         # moves: into a wall or a character = stay
         target = self.pos + self._step[actions]
@@ -266,35 +272,58 @@ class InstructionVectorEnv(BatchedTaskEnv):
         self.pos = xp.where(blocked, self.pos, target)
         # tells: subject s to the characters of the 8 cells around the agent (the last view)
         tell = actions >= len(MOVES)
-        subject = actions - len(MOVES)
-        seen = self._bits[self._view].sum(axis=1)  # one bit per character in view
-        near = (((seen[:, None] >> self._kinds) & 1) > 0) & tell[:, None]  # (N, C)
-        given_at = self.given_at.reshape(n, c * q)
-        match = (self.subjects == subject[:, None, None]) & near[:, :, None]
-        keyed = xp.where(match.reshape(n, c * q), given_at, _NONE)
-        oldest = keyed.argmin(axis=1)  # the oldest matching instruction
-        executed = xp.take(keyed, oldest[:, None])[:, 0] < _NONE
-        self._put(given_at, (self._rows, oldest), executed, _NONE)
-        wrong = tell & ~executed
-        # a neighbour given the wrong message: its oldest pending instruction fails
-        first = self.given_at.argmin(axis=2)  # (N, C)
-        pending = xp.take(self.given_at.reshape(n * c, q), first.reshape(-1, 1)).reshape(n, c)
-        fails = near & wrong[:, None] & (pending < _NONE)
-        self._put(self.given_at, (self._rows[:, None], self._kinds, first), fails, _NONE)
-        self.done += executed
-        self.failed += fails.sum(axis=1)
-        reward = self._rewards[executed + 2 * wrong]
+        reward = self._rewards[2 * tell]  # a tell matching no pending instruction: the penalty
+        if xp.masked_writes:
+            self._tell(self._rows, tell, actions - len(MOVES), reward)
+        else:
+            # (only the tells with a character with a pending instruction in view can execute
+            # or fail one)
+            rows = xp.nonzero(tell)
+            seen = self._bits[self._view[rows]].sum(axis=1)  # one bit per character in view
+            rows = rows[(seen & self.pending_bits[rows]) > 0]
+            if rows.shape[0]:
+                self._tell(rows, True, actions[rows] - len(MOVES), reward)
         self._update_world(t)
         info: dict[str, tuple[Any, Any]] = {k: (v, None) for k, v in self._info().items()}
         info["success"] = ((self.given > 0) & (self.done == self.given), t >= env.max_steps)
         return reward, xp.zeros((n,), "bool"), info
+
+    def _tell(self, rows: Any, cond: Any, subject: Any, reward: Any) -> None:
+        """The tells of subject ``subject`` by the envs of ``rows`` (where ``cond``): the oldest
+        matching instruction of a neighbour is executed, else each neighbour's oldest pending
+        instruction fails; sets ``reward`` (over all envs) at the executing rows."""
+        xp, env = self.xp, self.template
+        c, q = env.n_characters, self.queue_size
+        m = rows.shape[0]
+        seen = self._bits[self._view[rows]].sum(axis=1)  # one bit per character in view
+        near = self._near[seen]  # (M, C)
+        if cond is not True:
+            near = near & cond[:, None]
+        given_at = self.given_at[rows]  # (M, C, Q)
+        match = (self.subjects[rows] == subject[:, None, None]) & near[:, :, None]
+        keyed = xp.where(match.reshape(m, c * q), given_at.reshape(m, c * q), _NONE)
+        at = xp.arange(m)
+        oldest = keyed.argmin(axis=1)  # the oldest matching instruction
+        executed = keyed[at, oldest] < _NONE
+        flat = given_at.reshape(m, c * q)  # a view
+        flat[at, oldest] = xp.where(executed, _NONE, flat[at, oldest])
+        # a neighbour given the wrong message: its oldest pending instruction fails
+        first = given_at.argmin(axis=2)  # (M, C)
+        index = (at[:, None], self._kinds, first)
+        fails = near & ~executed[:, None] & (given_at[index] < _NONE)
+        given_at[index] = xp.where(fails, _NONE, given_at[index])
+        self.given_at[rows] = given_at
+        self.pending_bits[rows] = ((given_at < _NONE).any(axis=2) * self._kind_bit).sum(axis=1)
+        self.done[rows] += executed
+        self.failed[rows] += fails.sum(axis=1)
+        reward[rows] = xp.where(executed, 1.0, reward[rows])
 
     def _update_world(self, t: Any) -> None:
         # InstructionEnv._update_world for every env, with the same keyed draws.
         xp, env = self.xp, self.template
         c = env.n_characters
         base = step_base(self.key, t)
-        h = draw(base[:, None], self._slots)  # (N, C + 5)
+        h = draw(base[:, None], self._slots)  # (N, C + 3)
         away = self.away_until > 0
         events = away & (self.away_until <= t[:, None])  # back
         moving = ~away
@@ -325,25 +354,27 @@ class InstructionVectorEnv(BatchedTaskEnv):
             & (n_present > 0)
             & (h[:, c] < threshold(env.instruction_prob))
         )
-        say = ~instruct & (h[:, c + 3] < threshold(env.distractor_prob))
-        self.heard = xp.where(say, 1 + scale(h[:, c + 4], len(_SAY)), 0)
+        say = ~instruct & (h[:, c + 1] < threshold(env.distractor_prob))
+        self.heard = xp.where(say, 1 + scale(h[:, c + 2], len(_SAY)), 0)
         if xp.masked_writes:
             rows, active = self._rows, instruct
         else:
             rows, active = xp.nonzero(instruct), None
             if rows.shape[0] == 0:
                 return
-        hr, tr, pr = h[rows], t[rows], present[rows]
+        br, tr, pr = base[rows], t[rows], present[rows]
         size = n_present[rows]
-        j = scale(hr[:, c + 1], size + (size == 0))
+        j = scale(draw(br, SLOT_INSTRUCTION + 1), size + (size == 0))
         target = xp.first_true(pr & (pr.cumsum(axis=1) == (j + 1)[:, None]))
-        subject = scale(hr[:, c + 2], c - 1)
+        subject = scale(draw(br, SLOT_INSTRUCTION + 2), c - 1)
         subject = subject + (subject >= target)  # any kind but the target
         cond = True if active is None else active
         free = xp.first_true(self.given_at[rows, target] == _NONE)
         self._put(self.given_at, (rows, target, free), cond, tr)
         self._put(self.subjects, (rows, target, free), cond, subject)
         self.given[rows] += cond
+        bits = self.pending_bits[rows] | self._kind_bit[target]
+        self._put(self.pending_bits, (rows,), cond, bits)
         self._put(self.away_until, (rows, target), cond, tr + env.execute_delay)
         place = self.place[rows, target]
         self._put(self.cells, (rows, self._place_cell[xp.where(place >= 0, place, 0)]), cond, 0)

@@ -15,6 +15,26 @@ __all__ = ["PortalVectorEnv"]
 
 # Object ids of a cell: empty, wall, then a door of each colour.
 _EMPTY, _WALL, _DOOR = 0, 1, 2
+# A room packed in one integer: bits 0-10 the door colour of each wall slot s (base 6 digit s:
+# 0 none, 1 + colour), bits 11-18 the door's kind at slot s (2 bits at 11 + 2 s: 0 none,
+# 1 correct, 2 wrong), bit 19 set once a mistake was made in the room.
+_N_CODES = 6 ** len(DOOR_SLOTS)
+_CODE_MASK = (1 << 11) - 1
+_KIND_SHIFT = 11
+_MISTAKE = 1 << 19
+_NO_DOOR = 20  # a shift that reads no door kind
+_POW6 = 6 ** np.arange(len(DOOR_SLOTS))
+# draw_doors' uniforms per room: the slots' (4), the colours' (5), the correct door's (1)
+_N_UNIFORMS = len(DOOR_SLOTS) + len(DOOR_COLOURS) + 1
+_PAIRED = np.array([0, 4, 1, 5, 2, 6, 3, 7])  # slot 0, colour 0, slot 1, colour 1, ...
+
+
+def pack_rooms(slots: np.ndarray, colours: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Packs :func:`envs.portal.draw_doors` output (leading dims ``(..., rooms)``, the doors in
+    the last axis) into one integer per room (see the bit layout above), int64."""
+    kinds = np.stack([1 + correct, 2 - correct], axis=-1)  # door i is correct iff i == correct
+    packed = (colours + 1) * _POW6[slots] + (kinds << (_KIND_SHIFT + 2 * slots))
+    return packed.sum(axis=-1).astype(np.int64)
 
 
 class PortalVectorEnv(BatchedTaskEnv):
@@ -23,9 +43,11 @@ class PortalVectorEnv(BatchedTaskEnv):
     Same observations, rewards, flags and infos as a ``SyncVectorEnv`` of the single env with the
     same seeds. Each env's state is its doors (per room: two wall slots, two colours, which one
     is correct), its mistakes per room, the current room and the agent's cell inside the room.
-    Each env keeps the object ids of its rooms' cells and, per room and wall slot, whether a
-    door is there and whether it is correct: a step is a few table lookups (the cell moved to
-    and the door walked into, per cell and action) and the view is one gather of 9 cells.
+    Each room is packed in one integer (its door colour and kind per wall slot, and whether a
+    mistake was made in it), so a step is a few table lookups (the cell moved to and the door
+    walked into, per cell and action, read from the current room's integer), and the view is one
+    gather of a precomputed table (cell in the room times the room's door colours: 169
+    distinct views), plus the room's word.
 
     Args:
         num_envs: number of envs, at least 1.
@@ -51,7 +73,7 @@ class PortalVectorEnv(BatchedTaskEnv):
         ring: int | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
-        self.param_size = 5 * (PortalEnv(n_rooms=n_rooms, max_steps=max_steps).n_rooms - 1)
+        self.param_size = PortalEnv(n_rooms=n_rooms, max_steps=max_steps).n_rooms  # packed rooms
         super().__init__(
             num_envs,
             {"n_rooms": n_rooms, "max_steps": max_steps},
@@ -62,90 +84,107 @@ class PortalVectorEnv(BatchedTaskEnv):
         )
 
     def _draw(self, rng: np.random.Generator) -> np.ndarray:
-        slots, colours, correct = draw_doors(rng, self.template.n_rooms)
-        return np.concatenate([slots.reshape(-1), colours.reshape(-1), correct])
+        # PortalEnv._gen_grid's draw; the last room has no doors (0)
+        return np.append(pack_rooms(*draw_doors(rng, self.template.n_rooms)), 0)
 
-    def _draw_many(self, rngs: list[np.random.Generator]) -> np.ndarray:
-        # draw_doors for many episodes: the same uniforms, one stable argsort for all.
-        m = self.template.n_rooms - 1
-        shape = (m, len(DOOR_SLOTS) + len(DOOR_COLOURS) + 1)
-        u = np.stack([rng.random(shape) for rng in rngs])  # (E, m, 10)
-        slots = np.argsort(u[:, :, : len(DOOR_SLOTS)], axis=2, kind="stable")[:, :, :2]
-        colours = np.argsort(u[:, :, len(DOOR_SLOTS) : -1], axis=2, kind="stable")[:, :, :2]
-        correct = (u[:, :, -1] < 0.5).astype(np.int64)
-        count = len(rngs)
-        return np.concatenate(
-            [slots.reshape(count, -1), colours.reshape(count, -1), correct], axis=1
-        )
+    def _draw_many(self, envs: list[int]) -> np.ndarray:
+        # draw_doors for many episodes, from the same numbers: Generator.random's uniforms are
+        # u = (raw >> 11) * 2**-53 from the raw 64-bit outputs, so raw >> 11 (= u * 2**53) is
+        # read directly. The two first indices of each stable argsort are found with a few
+        # elementwise min/max over all rooms at once: (u * 2**53) * 16 + index is an exact
+        # integer key, all keys of a room distinct, ordered as the stable argsort orders them.
+        rooms = self.template.n_rooms
+        size = (rooms - 1) * _N_UNIFORMS
+        rngs = self._rngs
+        raw = np.stack([rngs[i].bit_generator.random_raw(size) for i in envs])
+        u53 = (raw >> np.uint64(11)).astype(np.int64).reshape(len(envs), rooms - 1, -1)
+        # slot i and colour i side by side, so that one network finds both two smallest
+        keys = (u53[:, :, _PAIRED] << 4) | _PAIRED  # (E, rooms - 1, 8)
+        first, second = _two_smallest(keys[..., 0:2], keys[..., 2:4], keys[..., 4:6],
+                                      keys[..., 6:8])
+        fifth = (u53[:, :, 8] << 4) | 8  # the fifth colour
+        colour1 = np.minimum(first[..., 1], fifth)
+        colour2 = np.minimum(np.maximum(first[..., 1], fifth), second[..., 1])
+        slots = np.stack([first[..., 0], second[..., 0]], axis=-1) & 15
+        colours = (np.stack([colour1, colour2], axis=-1) & 15) - len(DOOR_SLOTS)
+        correct = (u53[:, :, -1] < (1 << 52)).astype(np.int64)  # u < 0.5
+        packed = np.zeros((len(envs), rooms), np.int64)
+        packed[:, :-1] = pack_rooms(slots, colours, correct)
+        return packed
 
     def _allocate(self) -> None:
         xp, n, rooms = self.xp, self.num_envs, self.template.n_rooms
         index = self.template.word_index
-        table = np.zeros((2 + len(DOOR_COLOURS) + rooms, len(self.vocab)), np.uint8)
+        vocab = len(self.vocab)
+        table = np.zeros((2 + len(DOOR_COLOURS), vocab), np.uint8)
         table[_WALL, index["wall"]] = 1
         for k, colour in enumerate(DOOR_COLOURS):
             table[_DOOR + k, [index["door"], index[colour]]] = 1
-        # then the agent's own cell in each room: the agent and the room's word
-        self._centre_id = _DOOR + len(DOOR_COLOURS)
-        for k in range(rooms):
-            table[self._centre_id + k, [self._agent_word, index[f"room:{k + 1}"]]] = 1
         self.word_table = xp.asarray(table, "uint8")
         cells = ROOM * ROOM  # a room's cells, y * ROOM + x
-        template = np.zeros((ROOM, ROOM), np.int64)
-        template[[0, -1]] = template[:, [0, -1]] = _WALL
-        self._template = xp.asarray(template.reshape(-1), "int64")
-        self._slot_cell = xp.asarray([y * ROOM + x for x, y in DOOR_SLOTS], "int64")
-        # per (cell, action): the cell moved to on the floor (doors and walls stop), and the
-        # door slot walked into (1 + slot, 0 for none)
-        moved = np.zeros((cells, 4), np.int64)
-        hit = np.zeros((cells, 4), np.int64)
+        # per (cell, action): 4 * the cell moved to on the floor (doors and walls stop), and the
+        # shift of the kind of the door walked into (_NO_DOOR for none)
+        moved4 = np.zeros((cells, 4), np.int64)
+        shift = np.full((cells, 4), _NO_DOOR, np.int64)
         for cell in range(cells):
             y, x = divmod(cell, ROOM)
             for a, (dx, dy) in enumerate(MOVES):
                 nx, ny = x + dx, y + dy
                 inside = 1 <= nx <= ROOM - 2 and 1 <= ny <= ROOM - 2
-                moved[cell, a] = ny * ROOM + nx if inside else cell
+                moved4[cell, a] = 4 * (ny * ROOM + nx if inside else cell)
                 if (nx, ny) in DOOR_SLOTS:
-                    hit[cell, a] = 1 + DOOR_SLOTS.index((nx, ny))
-        self._moved = xp.asarray(moved.reshape(-1), "int64")
-        self._hit = xp.asarray(hit.reshape(-1), "int64")
-        window = [
-            [min(max(cell // ROOM + dy, 0), ROOM - 1) * ROOM + min(max(cell % ROOM + dx, 0), 4)
-             for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-            for cell in range(cells)
-        ]  # fmt: skip
-        self._window = xp.asarray(window, "int64")  # (25, 9) cells of the view (floor only)
+                    shift[cell, a] = _KIND_SHIFT + 2 * DOOR_SLOTS.index((nx, ny))
+        self._moved4 = xp.asarray(moved4.reshape(-1), "int64")
+        self._shift = xp.asarray(shift.reshape(-1), "int64")
+        # The view (without the room's word) depends on the cell and the room's door colours
+        # only: _view_of[cell * _N_CODES + code] indexes the distinct views.
+        views: dict[bytes, int] = {}
+        view_of = np.zeros((cells, _N_CODES), np.int64)
+        rows = []
+        for cell in range(cells):
+            y, x = divmod(cell, ROOM)
+            if not (1 <= x <= ROOM - 2 and 1 <= y <= ROOM - 2):
+                continue
+            for code in range(_N_CODES):
+                ids = np.full((3, 3), _EMPTY, np.int64)
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        cx, cy = x + dx, y + dy
+                        digit = 0
+                        if (cx, cy) in DOOR_SLOTS:
+                            digit = code // 6 ** DOOR_SLOTS.index((cx, cy)) % 6
+                        if digit:
+                            ids[dy + 1, dx + 1] = _DOOR + digit - 1
+                        elif cx in (0, ROOM - 1) or cy in (0, ROOM - 1):
+                            ids[dy + 1, dx + 1] = _WALL
+                obs = table[ids]
+                obs[1, 1, self._agent_word] = 1
+                key = obs.tobytes()
+                if key not in views:
+                    views[key] = len(rows)
+                    rows.append(obs)
+                view_of[cell, code] = views[key]
+        self._views = xp.asarray(np.stack(rows), "uint8")  # (169, 3, 3, V)
+        self._view_of = xp.asarray(view_of.reshape(-1), "int64")
+        # the room's word, at the flat index of the centre cell of env i's observation
+        room_words = [index[f"room:{k + 1}"] for k in range(rooms)]
+        self._room_word = xp.asarray(room_words, "int64")
+        self._centre_at = xp.arange(n) * (9 * vocab) + 4 * vocab
         self._rewards = xp.asarray([0.1 * (k + 1) for k in range(rooms)], "float64")
-        self._centre_cell = (ROOM // 2) * ROOM + ROOM // 2
-        self.cells = xp.zeros((n, rooms * cells), "int64")  # object id of each room's cells
-        self.doors = xp.zeros((n, rooms * 5), "int64")  # per room: 0, then each wall slot's
-        # door: 0 none, 1 the correct door, 2 the wrong one
-        self.mistakes = xp.zeros((n, rooms), "int64")
+        self._centre4 = 4 * ((ROOM // 2) * ROOM + ROOM // 2)
+        self._room_at = xp.arange(n) * rooms  # flat index of env i's room 0 in room_info
+        self.room_info = xp.zeros((n, rooms), "int64")  # packed rooms, see pack_rooms
+        self.cur = xp.zeros((n,), "int64")  # the current room's packed info
         self.room = xp.zeros((n,), "int64")  # 0-based
         self.rooms_reached = xp.full((n,), 1, "int64")
-        self.pos = xp.full((n,), self._centre_cell, "int64")  # cell inside the room
+        self.pos4 = xp.full((n,), self._centre4, "int64")  # 4 * the agent's cell in the room
 
     def _start(self, rows: Any, mask: Any, params: Any) -> None:
-        xp, rooms = self.xp, self.template.n_rooms
-        m, count = rooms - 1, params.shape[0]
-        if count == 0:
-            return
-        slots = params[:, : 2 * m].reshape(count, m, 2)
-        colours = params[:, 2 * m : 4 * m].reshape(count, m, 2)
-        correct = params[:, 4 * m :]
-        cells = xp.zeros((count, rooms, ROOM * ROOM), "int64") + self._template
-        env_i = xp.arange(count)[:, None, None]
-        room_i = xp.arange(m)[None, :, None]
-        cells[env_i, room_i, self._slot_cell[slots]] = _DOOR + colours
-        doors = xp.zeros((count, rooms, 5), "int64")
-        which = xp.arange(2)[None, None, :]
-        doors[env_i, room_i, 1 + slots] = xp.where(which == correct[:, :, None], 1, 2)
-        self._set(self.cells, rows, mask, cells.reshape(count, -1))
-        self._set(self.doors, rows, mask, doors.reshape(count, -1))
-        self._set(self.mistakes, rows, mask, 0)
+        self._set(self.room_info, rows, mask, params)
+        self._set(self.cur, rows, mask, params[:, 0])
         self._set(self.room, rows, mask, 0)
         self._set(self.rooms_reached, rows, mask, 1)
-        self._set(self.pos, rows, mask, self._centre_cell)
+        self._set(self.pos4, rows, mask, self._centre4)
 
     def _info(self) -> dict[str, Any]:
         return {"room": self.room + 1, "rooms_reached": self.rooms_reached}
@@ -154,31 +193,41 @@ class PortalVectorEnv(BatchedTaskEnv):
         return self._info()
 
     def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
-        xp, n_rooms = self.xp, self.template.n_rooms
-        move = self.pos * 4 + actions
-        door = xp.take(self.doors, (self.room * 5 + self._hit[move])[:, None])[:, 0]
+        xp, cur, room = self.xp, self.cur, self.room
+        move = self.pos4 + actions
+        door = (cur >> self._shift[move]) & 3
         right, wrong = door == 1, door == 2
-        through = door > 0
-        room = self.room
         # a correct door: reward 0.1 * k from room k to k + 1 (rooms numbered from 1)
-        reward = right * self._rewards[room]
-        # a wrong door: one more mistake in this room, back to room 1
-        mistakes = xp.take(self.mistakes, room[:, None])[:, 0] + wrong
-        self.mistakes[self._rows, room] = mistakes
-        room = (room + right) * ~wrong
+        reward = self._rewards[room] * right
+        # a wrong door: a mistake in this room (the second ends the episode), back to room 1
+        repeated = wrong & ((cur & _MISTAKE) > 0)
+        self.room_info.reshape(-1)[self._room_at + room] = cur | (wrong * _MISTAKE)
+        room = xp.where(wrong, 0, room + right)
         self.room = room
-        self.pos = xp.where(through, self._centre_cell, self._moved[move])
+        self.cur = xp.take(self.room_info, room[:, None])[:, 0]
+        self.pos4 = xp.where(door > 0, self._centre4, self._moved4[move])
         self.rooms_reached = xp.maximum(self.rooms_reached, room + 1)
-        success = right & (room == n_rooms - 1)
-        terminated = success | (wrong & (mistakes >= 2))
+        success = right & (room == self.template.n_rooms - 1)
+        terminated = success | repeated
         info = {key: (value, None) for key, value in self._info().items()}
         info["success"] = (success, terminated)
         return reward, terminated, info
 
     def _observe(self) -> Any:
         xp = self.xp
-        view = xp.take(self.cells, self.room[:, None] * (ROOM * ROOM) + self._window[self.pos])
-        view[:, 4] = self._centre_id + self.room  # the agent's own cell, always floor
+        view = self._view_of[self.pos4 * (_N_CODES // 4) + (self.cur & _CODE_MASK)]
+        word = self._centre_at + self._room_word[self.room]
         if xp.is_numpy:
-            return np.take(self.word_table, view, axis=0).reshape(self.num_envs, 3, 3, -1)
-        return self.word_table[view].reshape(self.num_envs, 3, 3, -1)
+            obs = np.take(self._views, view, axis=0)
+            obs.reshape(-1)[word] = 1
+            return obs
+        obs = self._views[view]
+        obs.reshape(-1)[word] = 1
+        return obs
+
+
+def _two_smallest(a: Any, b: Any, c: Any, d: Any) -> tuple[Any, Any]:
+    """The smallest and the second smallest of four arrays, elementwise (a min/max network)."""
+    low1, high1 = np.minimum(a, b), np.maximum(a, b)
+    low2, high2 = np.minimum(c, d), np.maximum(c, d)
+    return np.minimum(low1, low2), np.minimum(np.maximum(low1, low2), np.minimum(high1, high2))

@@ -40,8 +40,9 @@ CASES = {
     ),
 }
 # "masked": torch on the CPU running the accelerator code path (full-width masked writes, no
-# host sync in a step, draws refilled every `ring` steps).
-DEVICES = ["numpy", "cpu", "masked"]
+# host sync in a step, draws refilled every `ring` steps); "numpy-ring1": numpy with the draws
+# refilled at every step.
+DEVICES = ["numpy", "cpu", "masked", "numpy-ring1"]
 
 
 def host(x: Any) -> np.ndarray:
@@ -99,6 +100,9 @@ def drive(
         batched = cls(num_envs, **kwargs, device="cpu", ring=3, autoreset_mode=mode)
         batched.xp.force_masked = True
         device = "cpu"
+    elif device == "numpy-ring1":
+        batched = cls(num_envs, **kwargs, ring=1, autoreset_mode=mode)
+        device = "numpy"
     else:
         batched = cls(num_envs, **kwargs, device=device, autoreset_mode=mode)
     assert batched.metadata["autoreset_mode"] == mode
@@ -206,6 +210,37 @@ def test_get_state_set_state_continue_exactly(device: str, other: str, mode: Aut
             np.testing.assert_array_equal(host(x), host(y))
     with pytest.raises(ValueError, match="different env"):
         cls(3, **kwargs).set_state(saved)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (CorridorVectorEnv, {"min_length": 3, "max_length": 200}),
+        (CorridorVectorEnv, {"min_length": 10, "max_length": 10}),  # no length draw
+        (CorridorVectorEnv, {"min_length": 3, "max_length": 10_000}),
+        (PortalVectorEnv, {"n_rooms": 50, "max_steps": 10}),
+    ],
+)
+def test_batched_draws_equal_the_single_env_draws(cls: type, kwargs: dict[str, Any]) -> None:
+    # _draw_many (the batched draws: raw words, min/max networks) against _draw (the single
+    # env's own calls), for the same generators; an env repeated draws its episodes in turn
+    fast, slow = cls(4, **kwargs), cls(4, **kwargs)
+    fast.reset(seed=7)
+    slow.reset(seed=7)
+    order = [0, 3, 3, 1, 0, 2, 3] * 20
+    want = np.stack([slow._draw(slow._rngs[i]) for i in order])
+    np.testing.assert_array_equal(fast._draw_many(order), want)
+
+
+def test_words_give_numpys_bounded_integers() -> None:
+    # BatchedTaskEnv._integers against Generator.integers, with spans whose draws are redrawn
+    # often (2**31 + 1: about half the words), never (powers of two) or not drawn at all (1)
+    vec = CorridorVectorEnv(1)
+    vec.reset(seed=0)
+    vec._rngs[0], ref = np.random.default_rng(5), np.random.default_rng(5)
+    spans = [2**31 + 1, 3, 2, 1, 2**31 + 1, 7, 2**32 - 1, 198, 2] * 300
+    got = [vec._integers(0, span) for span in spans]
+    assert got == [int(ref.integers(span)) for span in spans]
 
 
 def test_keyed_draws_agree_across_backends() -> None:
