@@ -10,9 +10,11 @@ Randomness replays the single env exactly: env ``i`` owns a ``np.random.Generato
 the single env's ``np_random`` (``seed + i`` for an int seed, as ``SyncVectorEnv`` does), and each
 episode's parameters (a corridor length, a portal's doors, an instruction key) are drawn from it
 by the single env's own draw, on the host. Draws are made ahead into a ring of ``ring`` episodes
-per env, refilled every ``ring`` steps (an env starts at most one episode per step), so a step on a
-device never waits for the host except at a refill (one small copy of the per-env episode
-counters), and on the host the draws of many episodes share their array work.
+per env, checked every ``period`` steps (an env starts at most one episode per step): an env left
+with fewer than ``period`` drawn episodes is topped up to ``ring``. So a step on a device never
+waits for the host except at a check (one small copy of the per-env episode counters), and on the
+host each top-up draws several episodes of an env at once (``period = ring // 2``), and the draws
+of many episodes share their array work.
 """
 
 from __future__ import annotations
@@ -216,8 +218,9 @@ class BatchedTaskEnv(VectorEnv):
         device: ``None``/``"numpy"`` (numpy arrays, the default) or a torch device: the
             observations, rewards, flags and infos are then tensors on that device.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` draws env 0).
-        ring: episodes drawn ahead per env, at least 1 (and steps between two refills of the
-            draws); ``None`` picks 8 on host backends and 16 on accelerators.
+        ring: episodes drawn ahead per env, at least 1; the draws are checked every
+            ``ring`` steps on accelerators (one host sync each), every ``max(1, ring // 2)``
+            steps on host backends; ``None`` picks 16.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.SAME_STEP``
             (or their values, ``"NextStep"``, ``"SameStep"``); also in
             ``metadata["autoreset_mode"]``.
@@ -261,7 +264,7 @@ class BatchedTaskEnv(VectorEnv):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.xp = Backend(device)
         if ring is None:
-            ring = 16 if self.xp.masked_writes else 8
+            ring = 16
         if isinstance(ring, bool) or not isinstance(ring, int) or ring < 1:
             raise ValueError(f"ring must be an integer >= 1, got {ring!r}")
         self.num_envs = int(num_envs)
@@ -285,6 +288,7 @@ class BatchedTaskEnv(VectorEnv):
         self._rngs: list[np.random.Generator] = []
         self._drawn = np.zeros(n, np.int64)  # episodes drawn per env (host)
         self._half_word = np.full(n, -1, np.int64)  # see _word
+        self._queued: dict[int, list[int]] = {}  # see _integers_many
         self._started = xp.zeros((n,), "int64")  # episodes started per env (device)
         self._params = xp.zeros((n, ring, self.param_size), "int64")
         self._since_refill = 0
@@ -370,13 +374,19 @@ class BatchedTaskEnv(VectorEnv):
                 self._render_env.reset(seed=0)
                 self._render_env._np_random = copy.deepcopy(rng)
 
+    @property
+    def period(self) -> int:
+        """Steps between two checks of the drawn episodes (see the module docstring)."""
+        return self.ring if self.xp.masked_writes else max(1, self.ring // 2)
+
     def _refill(self) -> None:
-        # One host sync: which envs used their drawn episodes; draw them again, in order.
+        # One host sync: the envs left with fewer than `period` drawn episodes (enough for the
+        # steps up to the next check) are topped up to `ring`, in order.
         started = self.xp.to_numpy(self._started)
-        need = started + self.ring - self._drawn
-        envs = np.flatnonzero(need > 0)
+        left = self._drawn - started
+        envs = (left < self.period).nonzero()[0]
         if len(envs):
-            self._draw_into(envs, need[envs])
+            self._draw_into(envs, self.ring - left[envs])
         self._since_refill = 0
 
     def _draw_into(self, envs: np.ndarray, counts: np.ndarray) -> None:
@@ -426,6 +436,10 @@ class BatchedTaskEnv(VectorEnv):
         the same numbers as the single env's ``integers`` calls, provided every draw of the
         env's generator goes through here (the pending high half is kept in ``_half_word``).
         """
+        if self._queued:  # words taken from the generator ahead (see _integers_many)
+            queue = self._queued.get(i)
+            if queue:
+                return queue.pop(0)
         half = self._half_word[i]
         if half >= 0:
             self._half_word[i] = -1
@@ -446,6 +460,67 @@ class BatchedTaskEnv(VectorEnv):
             while product & 0xFFFFFFFF < threshold:
                 product = self._word(i) * span
         return product >> 32
+
+    def _integers_many(self, envs: Sequence[int], spans: Sequence[int]) -> np.ndarray:
+        """``(len(envs), len(spans))``: row ``j`` holds ``[_integers(envs[j], span) for span in
+        spans]``, the rows drawn in turn (an env may appear more than once: its rows in order),
+        from the generators' 32-bit words as :meth:`_integers` takes them.
+
+        The words of each env come from one ``random_raw`` call; the numbers are one array
+        product. An env with a word that numpy's method may redraw (the low half of ``word *
+        span`` below ``span``: about ``span / 2**32`` per word) is replayed by :meth:`_integers`
+        from the same words."""
+        env_arr = np.asarray(envs, np.int64).reshape(-1)
+        out = np.zeros((len(env_arr), len(spans)), np.int64)
+        cols = [c for c, span in enumerate(spans) if span > 1]  # (a span of 1 draws nothing)
+        if not len(env_arr) or not cols:
+            return out
+        width = len(cols)
+        span_arr = np.asarray([spans[c] for c in cols], np.uint64)
+        order = np.argsort(env_arr, kind="stable")  # each env's rows together, in order
+        uniq, counts = np.unique(env_arr, return_counts=True)
+        half = self._half_word[uniq]
+        has_half = (half >= 0).astype(np.int64)
+        need = counts * width  # words per env
+        n_raw = (need - has_half + 1) // 2
+        bit_gens = [self._rngs[i].bit_generator for i in uniq.tolist()]
+        raws = np.concatenate(
+            [g.random_raw(r) for g, r in zip(bit_gens, n_raw.tolist(), strict=True)]
+        )
+        # each env's words: its pending high half (if any), then the raws' low and high halves
+        seg = has_half + 2 * n_raw
+        ends = np.cumsum(seg)
+        starts = ends - seg
+        words = np.empty(int(ends[-1]), np.uint64)
+        is_raw = np.ones(len(words), bool)
+        is_raw[starts[has_half > 0]] = False
+        words[~is_raw] = half[has_half > 0]
+        words[is_raw] = np.stack([raws & np.uint64(0xFFFFFFFF), raws >> np.uint64(32)], 1).ravel()
+        spare = seg > need  # one word left over: the env's next pending half
+        used = np.ones(len(words), bool)
+        used[ends[spare] - 1] = False
+        product = words[used].reshape(-1, width) * span_arr
+        values = (product >> np.uint64(32)).astype(np.int64)
+        self._half_word[uniq] = -1
+        self._half_word[uniq[spare]] = words[ends[spare] - 1].astype(np.int64)
+        out[order[:, None], cols] = values
+        low = product & np.uint64(0xFFFFFFFF)
+        redraw = (low < span_arr).any(axis=1)
+        if redraw.any():
+            # replay those envs word by word (their words queued ahead of the generator)
+            row_env = env_arr[order]
+            for k in np.unique(row_env[redraw]).tolist():
+                u = int(np.searchsorted(uniq, k))
+                queue = words[starts[u] : ends[u]].tolist()
+                self._half_word[k] = -1
+                self._queued[k] = queue
+                rows = order[row_env == k]
+                for r in rows.tolist():
+                    out[r, cols] = [self._integers(k, int(span)) for span in span_arr.tolist()]
+                left = self._queued.pop(k)
+                if left:  # at most the one spare word
+                    self._half_word[k] = left[0]
+        return out
 
     # gymnasium API
 
@@ -473,6 +548,7 @@ class BatchedTaskEnv(VectorEnv):
         mask = self.xp.asarray(host_mask, "bool")
         rows, m = self._select(mask)
         reset_info = self._begin(rows, m)
+        self._since_refill = self.ring  # the next step checks the draws (the reset used some)
         self._autoreset = self.xp.where(mask, False, self._autoreset)
         if self._render_env is not None and host_mask[0]:
             self._render_env.reset()
@@ -503,7 +579,7 @@ class BatchedTaskEnv(VectorEnv):
         acts = self._check_actions(actions)
         resetting = self._autoreset
         masked = xp.masked_writes
-        if self._since_refill >= self.ring:
+        if self._since_refill >= self.period:
             self._refill()
         self._since_refill += 1
         any_reset = masked or bool(resetting.any())
@@ -535,7 +611,7 @@ class BatchedTaskEnv(VectorEnv):
         xp = self.xp
         acts = self._check_actions(actions)
         masked = xp.masked_writes
-        if self._since_refill >= self.ring:
+        if self._since_refill >= self.period:
             self._refill()
         self._since_refill += 1
         self.step_count += 1
@@ -701,7 +777,8 @@ class BatchedTaskEnv(VectorEnv):
             bit_generator.state = rng_state
             rngs.append(np.random.Generator(bit_generator))
         self._rngs = rngs
-        self._since_refill = int(state["since_refill"])
+        # the next step checks the draws (the saved env may have checked them less often)
+        self._since_refill = max(int(state["since_refill"]), self.ring)
 
     def render(self) -> np.ndarray | None:
         """The picture of env 0 (``render_mode="rgb_array"``), else ``None``."""

@@ -83,16 +83,15 @@ class CorridorVectorEnv(BatchedTaskEnv):
         return np.array(_episode(length, colour, north), np.int64)
 
     def _draw_many(self, envs: list[int]) -> np.ndarray:
-        # _draw through the generators' 32-bit words (see BatchedTaskEnv._word): the same
-        # numbers, without a Generator.integers call per number.
+        # _draw through the generators' 32-bit words (see BatchedTaskEnv._integers_many): the
+        # same numbers, as array work; then each episode's state row, as _episode
         low, high = self.template.min_length, self.template.max_length
-        integers = self._integers
-        return np.array(
-            [
-                _episode(low + integers(i, high - low + 1), integers(i, 2), integers(i, 2))
-                for i in envs
-            ],
-            np.int64,
+        length, colour, north = self._integers_many(envs, (high - low + 1, 2, 2)).T
+        length = length + low
+        return np.stack(
+            [length, np.ones_like(length), 2 * length + 20, 2 * (north != colour),
+             4 * (2 * colour + north), colour],
+            axis=1,
         )
 
     def _allocate(self) -> None:
