@@ -220,7 +220,7 @@ class BatchedTaskEnv(VectorEnv):
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` draws env 0).
         ring: episodes drawn ahead per env, at least 1; the draws are checked every
             ``ring`` steps on accelerators (one host sync each), every ``max(1, ring // 2)``
-            steps on host backends; ``None`` picks 16.
+            steps on host backends; ``None`` picks the task's ``default_ring``.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``AutoresetMode.SAME_STEP``
             (or their values, ``"NextStep"``, ``"SameStep"``); also in
             ``metadata["autoreset_mode"]``.
@@ -234,6 +234,10 @@ class BatchedTaskEnv(VectorEnv):
     single_env_class: ClassVar[type[gym.Env]]
     param_size: ClassVar[int]
     """Length of the int64 parameter vector that :meth:`_draw` returns per episode."""
+    default_ring: ClassVar[int] = 16
+    """``ring`` when none is given."""
+    draw_chunk: ClassVar[int] = 4096
+    """Most episodes drawn by one :meth:`_draw_many` call (bounds its arrays' size)."""
 
     def __init__(
         self,
@@ -264,7 +268,7 @@ class BatchedTaskEnv(VectorEnv):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.xp = Backend(device)
         if ring is None:
-            ring = 16
+            ring = self.default_ring
         if isinstance(ring, bool) or not isinstance(ring, int) or ring < 1:
             raise ValueError(f"ring must be an integer >= 1, got {ring!r}")
         self.num_envs = int(num_envs)
@@ -386,22 +390,25 @@ class BatchedTaskEnv(VectorEnv):
         left = self._drawn - started
         envs = (left < self.period).nonzero()[0]
         if len(envs):
-            self._draw_into(envs, self.ring - left[envs])
+            counts = self.ring - left[envs]
+            ends = np.cumsum(counts)
+            start = 0
+            while start < len(envs):  # at most `draw_chunk` episodes a call (or one env's)
+                limit = ends[start] - counts[start] + self.draw_chunk
+                stop = max(int(np.searchsorted(ends, limit, side="right")), start + 1)
+                self._draw_into(envs[start:stop], counts[start:stop])
+                start = stop
         self._since_refill = 0
 
     def _draw_into(self, envs: np.ndarray, counts: np.ndarray) -> None:
         """Draws the next ``counts[j]`` episodes of env ``envs[j]`` (host arrays, distinct envs)
         into the ring, with one :meth:`_draw_many` call for all."""
         first = self._drawn[envs]
-        if (counts == 1).all():  # the usual case: one episode per env
-            env_idx, episode = envs, first
-        else:
-            env_idx = np.repeat(envs, counts)
-            offsets = np.arange(len(env_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
-            episode = np.repeat(first, counts) + offsets
+        env_idx = np.repeat(envs, counts)
+        offsets = np.arange(len(env_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+        episode = np.repeat(first, counts) + offsets
         self._drawn[envs] = first + counts
-        # an env's episodes are drawn in order: its generator appears once per episode, in turn
-        params = self._draw_many(env_idx.tolist())
+        params = self._draw_many(envs, counts)
         xp = self.xp
         slots = episode % self.ring
         if xp.is_numpy:
@@ -422,10 +429,13 @@ class BatchedTaskEnv(VectorEnv):
             self._started += mask
         return self._reset_info()
 
-    def _draw_many(self, envs: list[int]) -> np.ndarray:
-        """``_draw`` of the generator of each env of ``envs`` in turn (an env may appear more
-        than once: its episodes in order), stacked; tasks may batch the work."""
-        return np.stack([self._draw(self._rngs[i]) for i in envs])
+    def _draw_many(self, envs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """``counts[j]`` episodes of env ``envs[j]`` (distinct envs), drawn in turn by
+        :meth:`_draw` from the env's generator, stacked (an env's rows together, in order);
+        tasks may batch the work."""
+        rngs = self._rngs
+        pairs = zip(envs.tolist(), counts.tolist(), strict=True)
+        return np.stack([self._draw(rngs[i]) for i, c in pairs for _ in range(c)])
 
     def _word(self, i: int) -> int:
         """The next 32-bit word of env ``i``'s generator, as numpy's bounded integer draws take
@@ -461,61 +471,58 @@ class BatchedTaskEnv(VectorEnv):
                 product = self._word(i) * span
         return product >> 32
 
-    def _integers_many(self, envs: Sequence[int], spans: Sequence[int]) -> np.ndarray:
-        """``(len(envs), len(spans))``: row ``j`` holds ``[_integers(envs[j], span) for span in
-        spans]``, the rows drawn in turn (an env may appear more than once: its rows in order),
-        from the generators' 32-bit words as :meth:`_integers` takes them.
+    def _integers_many(
+        self, envs: np.ndarray, counts: np.ndarray, spans: Sequence[int]
+    ) -> np.ndarray:
+        """``(counts.sum(), len(spans))``: ``counts[j]`` rows for env ``envs[j]`` (distinct
+        envs), each row ``[_integers(env, span) for span in spans]``, drawn in turn from the
+        generators' 32-bit words as :meth:`_integers` takes them.
 
         The words of each env come from one ``random_raw`` call; the numbers are one array
         product. An env with a word that numpy's method may redraw (the low half of ``word *
         span`` below ``span``: about ``span / 2**32`` per word) is replayed by :meth:`_integers`
         from the same words."""
-        env_arr = np.asarray(envs, np.int64).reshape(-1)
-        out = np.zeros((len(env_arr), len(spans)), np.int64)
+        envs = np.asarray(envs, np.int64)
+        counts = np.asarray(counts, np.int64)
+        out = np.zeros((int(counts.sum()), len(spans)), np.int64)
         cols = [c for c, span in enumerate(spans) if span > 1]  # (a span of 1 draws nothing)
-        if not len(env_arr) or not cols:
+        if not len(out) or not cols:
             return out
         width = len(cols)
         span_arr = np.asarray([spans[c] for c in cols], np.uint64)
-        order = np.argsort(env_arr, kind="stable")  # each env's rows together, in order
-        uniq, counts = np.unique(env_arr, return_counts=True)
-        half = self._half_word[uniq]
+        half = self._half_word[envs]
         has_half = (half >= 0).astype(np.int64)
         need = counts * width  # words per env
         n_raw = (need - has_half + 1) // 2
-        bit_gens = [self._rngs[i].bit_generator for i in uniq.tolist()]
-        raws = np.concatenate(
-            [g.random_raw(r) for g, r in zip(bit_gens, n_raw.tolist(), strict=True)]
-        )
+        rngs = self._rngs
+        pairs = zip(envs.tolist(), n_raw.tolist(), strict=True)
+        raws = np.concatenate([rngs[i].bit_generator.random_raw(r) for i, r in pairs])
         # each env's words: its pending high half (if any), then the raws' low and high halves
         seg = has_half + 2 * n_raw
         ends = np.cumsum(seg)
-        starts = ends - seg
         words = np.empty(int(ends[-1]), np.uint64)
         is_raw = np.ones(len(words), bool)
-        is_raw[starts[has_half > 0]] = False
-        words[~is_raw] = half[has_half > 0]
+        with_half = has_half > 0
+        if with_half.any():
+            is_raw[(ends - seg)[with_half]] = False
+            words[~is_raw] = half[with_half]
         words[is_raw] = np.stack([raws & np.uint64(0xFFFFFFFF), raws >> np.uint64(32)], 1).ravel()
         spare = seg > need  # one word left over: the env's next pending half
         used = np.ones(len(words), bool)
         used[ends[spare] - 1] = False
         product = words[used].reshape(-1, width) * span_arr
-        values = (product >> np.uint64(32)).astype(np.int64)
-        self._half_word[uniq] = -1
-        self._half_word[uniq[spare]] = words[ends[spare] - 1].astype(np.int64)
-        out[order[:, None], cols] = values
-        low = product & np.uint64(0xFFFFFFFF)
-        redraw = (low < span_arr).any(axis=1)
+        out[:, cols] = product >> np.uint64(32)
+        self._half_word[envs] = -1
+        self._half_word[envs[spare]] = words[ends[spare] - 1]
+        redraw = ((product & np.uint64(0xFFFFFFFF)) < span_arr).any(axis=1)
         if redraw.any():
             # replay those envs word by word (their words queued ahead of the generator)
-            row_env = env_arr[order]
-            for k in np.unique(row_env[redraw]).tolist():
-                u = int(np.searchsorted(uniq, k))
-                queue = words[starts[u] : ends[u]].tolist()
+            row_env = np.repeat(np.arange(len(envs)), counts)
+            for j in np.unique(row_env[redraw]).tolist():
+                k = int(envs[j])
                 self._half_word[k] = -1
-                self._queued[k] = queue
-                rows = order[row_env == k]
-                for r in rows.tolist():
+                self._queued[k] = words[ends[j] - seg[j] : ends[j]].tolist()
+                for r in np.flatnonzero(row_env == j).tolist():
                     out[r, cols] = [self._integers(k, int(span)) for span in span_arr.tolist()]
                 left = self._queued.pop(k)
                 if left:  # at most the one spare word
@@ -571,10 +578,13 @@ class BatchedTaskEnv(VectorEnv):
         Host backends (numpy, torch on the CPU) reset only the envs that ended, and skip every
         piece of bookkeeping that no env needs this step; on accelerators the same work is done
         with full-width masked writes, so a step never waits for the host. The drawn episodes
-        are refilled every ``ring`` steps (one small copy).
+        are checked every :attr:`period` steps (one small copy). On numpy the envs that reset
+        or end are handled by index (:meth:`_step_numpy`).
         """
         if self.autoreset_mode == AutoresetMode.SAME_STEP:
             return self._step_same(actions)
+        if self.xp.is_numpy and self._render_env is None:
+            return self._step_numpy(actions)
         xp = self.xp
         acts = self._check_actions(actions)
         resetting = self._autoreset
@@ -605,6 +615,61 @@ class BatchedTaskEnv(VectorEnv):
             else:
                 self._render_env.step(int(acts[0]))
         return self._observe(), reward, terminated, truncated, self._vector_info(info)
+
+    def _step_numpy(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """:meth:`step` on numpy (NEXT_STEP mode): the same results, with the envs that reset
+        or end this step (a few) handled by index, and each info key built in a few calls."""
+        acts = self._check_actions(actions)
+        if self._since_refill >= self.period:
+            self._refill()
+        self._since_refill += 1
+        rows = self._autoreset.nonzero()[0]
+        self.step_count += 1
+        reward, terminated, step_info = self._transition(acts)
+        truncated = np.greater_equal(self.step_count, self._max_steps())
+        np.greater(truncated, terminated, out=truncated)  # truncated and not terminated
+        reset_info: dict[str, Any] = {}
+        if len(rows):  # (reward and flags are fresh arrays of this step)
+            reward[rows] = 0.0
+            terminated[rows] = False
+            truncated[rows] = False
+            reset_info = self._begin(rows, None)
+        done = terminated | truncated
+        self._success_info(step_info, done, np.count_nonzero(done) > 0)
+        info: dict[str, Any] = {}
+        n = self.num_envs
+        seen: dict[int, str] = {}  # step-only keys by their (values, mask) pair
+        for key in {**step_info, **reset_info}:
+            r_values = reset_info.get(key)
+            pair = step_info.get(key, (None, None))
+            if r_values is None:
+                twin = seen.setdefault(id(pair), key)
+                if twin != key:  # the same pair (success and is_success): copies
+                    if twin in info:
+                        info[key], info[f"_{key}"] = info[twin].copy(), info[f"_{twin}"].copy()
+                    continue
+            values, mask = pair
+            if mask is None and values is not None:  # reported by every env
+                out = values.copy()  # (may be live state)
+                if r_values is not None and values is not r_values and len(rows):
+                    out[rows] = r_values[rows]
+                info[key], info[f"_{key}"] = out, np.ones(n, bool)
+                continue
+            if values is None:
+                values, mask = r_values, np.zeros(n, bool)
+            else:
+                mask = mask.copy()  # (may be a flag or state)
+                mask[rows] = False
+            if r_values is not None:
+                mask[rows] = True
+            if not np.count_nonzero(mask):
+                continue
+            out = values & mask if values.dtype == mask.dtype else values * mask
+            if r_values is not None:
+                out[rows] = r_values[rows]
+            info[key], info[f"_{key}"] = out, mask
+        self._autoreset = done
+        return self._observe(), reward, terminated, truncated, info
 
     def _step_same(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """:meth:`step` in SAME_STEP mode: the envs whose episode ends are reset in this step."""

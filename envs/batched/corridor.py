@@ -82,11 +82,11 @@ class CorridorVectorEnv(BatchedTaskEnv):
         north = int(rng.integers(2))
         return np.array(_episode(length, colour, north), np.int64)
 
-    def _draw_many(self, envs: list[int]) -> np.ndarray:
+    def _draw_many(self, envs: np.ndarray, counts: np.ndarray) -> np.ndarray:
         # _draw through the generators' 32-bit words (see BatchedTaskEnv._integers_many): the
         # same numbers, as array work; then each episode's state row, as _episode
         low, high = self.template.min_length, self.template.max_length
-        length, colour, north = self._integers_many(envs, (high - low + 1, 2, 2)).T
+        length, colour, north = self._integers_many(envs, counts, (high - low + 1, 2, 2)).T
         length = length + low
         return np.stack(
             [length, np.ones_like(length), 2 * length + 20, 2 * (north != colour),

@@ -9,7 +9,7 @@ from gymnasium.vector import AutoresetMode
 
 from envs.base import MOVES
 from envs.batched.base import BatchedTaskEnv
-from envs.batched.keyed_random import KEY_RANGE, draw, scale, step_base, threshold
+from envs.batched.keyed_random import KEY_RANGE, draw, mix_u32, scale, step_base, threshold
 from envs.instruction import (
     _KEEP_FREE,
     _SAY,
@@ -163,13 +163,25 @@ class InstructionVectorEnv(BatchedTaskEnv):
         )
         if xp.is_numpy:
             self._slots = self._slots.astype(np.uint32)
+        # numpy: step_base's mix of each step number, the draws' thresholds, and the slots
+        # of a relocation's room, place in the room and place anywhere (from its first slot)
+        # (a step count reaches max_steps + 1 at the step that resets an env, discarded)
+        self._step_mix = mix_u32(np.arange(env.max_steps + 2, dtype=np.uint32))
+        self._move_below = threshold(env.move_prob)
+        self._say_below = threshold(env.distractor_prob)
+        self._instruct_below = threshold(env.instruction_prob)
+        self._room_pick_slots = np.arange(3, dtype=np.uint32)
+        self._messenger_slots = np.array([SLOT_INSTRUCTION + 1, SLOT_INSTRUCTION + 2], np.uint32)
         last = max(env.last_instruction_step, 1)
         self.queue_size = (last - 1) // env.execute_delay + 1  # instructions per target
         self.key = xp.zeros((n,), "int64")
         self.cells = xp.zeros((n, walls.shape[0]), "int64")
+        self._cell_at = xp.arange(n) * walls.shape[0]  # flat index of env i's first cell
         self.pos = xp.full((n,), self._start_cell, "int64")
         self.place = xp.full((n, c), -1, "int64")  # standing place of each character, -1 away
         self.away_until = xp.zeros((n, c), "int64")
+        if xp.is_numpy:  # stored character-major: the per-step tests run along the envs
+            self.away_until = np.zeros((c, n), np.int64).T
         self.given_at = xp.full((n, c, self.queue_size), _NONE, "int64")  # pending, by target
         self.subjects = xp.zeros((n, c, self.queue_size), "int64")
         self.given = xp.zeros((n,), "int64")
@@ -268,7 +280,10 @@ class InstructionVectorEnv(BatchedTaskEnv):
         t = self.step_count
         # moves: into a wall or a character = stay
         target = self.pos + self._step[actions]
-        blocked = xp.take(self.cells, target[:, None])[:, 0] != _EMPTY
+        if xp.is_numpy:
+            blocked = self.cells.reshape(-1).take(self._cell_at + target) != _EMPTY
+        else:
+            blocked = xp.take(self.cells, target[:, None])[:, 0] != _EMPTY
         self.pos = xp.where(blocked, self.pos, target)
         # tells: subject s to the characters of the 8 cells around the agent (the last view)
         tell = actions >= len(MOVES)
@@ -279,23 +294,31 @@ class InstructionVectorEnv(BatchedTaskEnv):
             # (only the tells with a character with a pending instruction in view can execute
             # or fail one)
             rows = xp.nonzero(tell)
-            seen = self._bits[self._view[rows]].sum(axis=1)  # one bit per character in view
-            rows = rows[(seen & self.pending_bits[rows]) > 0]
+            if xp.is_numpy:  # (the view is stored cell-major: _observe)
+                seen = self._bits.take(self._view.T.take(rows, axis=1)).sum(axis=0)
+            else:
+                seen = self._bits[self._view[rows]].sum(axis=1)  # one bit per character in view
+            keep = (seen & self.pending_bits[rows]) > 0
+            rows = rows[keep]
             if rows.shape[0]:
-                self._tell(rows, True, actions[rows] - len(MOVES), reward)
+                self._tell(rows, True, actions[rows] - len(MOVES), reward, seen[keep])
         self._update_world(t)
         info: dict[str, tuple[Any, Any]] = {k: (v, None) for k, v in self._info().items()}
         info["success"] = ((self.given > 0) & (self.done == self.given), t >= env.max_steps)
         return reward, xp.zeros((n,), "bool"), info
 
-    def _tell(self, rows: Any, cond: Any, subject: Any, reward: Any) -> None:
+    def _tell(
+        self, rows: Any, cond: Any, subject: Any, reward: Any, seen: Any = None
+    ) -> None:
         """The tells of subject ``subject`` by the envs of ``rows`` (where ``cond``): the oldest
         matching instruction of a neighbour is executed, else each neighbour's oldest pending
-        instruction fails; sets ``reward`` (over all envs) at the executing rows."""
+        instruction fails; sets ``reward`` (over all envs) at the executing rows. ``seen``:
+        the rows' bits of the characters in view, if known."""
         xp, env = self.xp, self.template
         c, q = env.n_characters, self.queue_size
         m = rows.shape[0]
-        seen = self._bits[self._view[rows]].sum(axis=1)  # one bit per character in view
+        if seen is None:
+            seen = self._bits[self._view[rows]].sum(axis=1)  # one bit per character in view
         near = self._near[seen]  # (M, C)
         if cond is not True:
             near = near & cond[:, None]
@@ -320,6 +343,9 @@ class InstructionVectorEnv(BatchedTaskEnv):
 
     def _update_world(self, t: Any) -> None:
         # InstructionEnv._update_world for every env, with the same keyed draws.
+        if self.xp.is_numpy:
+            self._update_world_host(t)
+            return
         xp, env = self.xp, self.template
         c = env.n_characters
         base = step_base(self.key, t)
@@ -362,30 +388,127 @@ class InstructionVectorEnv(BatchedTaskEnv):
             rows, active = xp.nonzero(instruct), None
             if rows.shape[0] == 0:
                 return
-        br, tr, pr = base[rows], t[rows], present[rows]
-        size = n_present[rows]
-        j = scale(draw(br, SLOT_INSTRUCTION + 1), size + (size == 0))
-        target = xp.first_true(pr & (pr.cumsum(axis=1) == (j + 1)[:, None]))
-        subject = scale(draw(br, SLOT_INSTRUCTION + 2), c - 1)
+        self._instruct(rows, active, base[rows], t[rows], present[rows], n_present[rows])
+
+    def _instruct(
+        self, rows: Any, active: Any, base: Any, t: Any, present: Any, n_present: Any
+    ) -> None:
+        """The messengers of the envs of ``rows`` (where ``active``; ``None``: all): a present
+        character is sent away with an instruction; ``base`` and ``t`` of the rows, their
+        ``present`` characters ``(M, C)`` and how many."""
+        xp, env = self.xp, self.template
+        c = env.n_characters
+        if xp.is_numpy:  # both draws in one hash call (the host path: n_present > 0)
+            both = draw(base[:, None], self._messenger_slots)
+            j, subject = scale(both[:, 0], n_present), scale(both[:, 1], c - 1)
+        else:
+            j = scale(draw(base, SLOT_INSTRUCTION + 1), n_present + (n_present == 0))
+            subject = scale(draw(base, SLOT_INSTRUCTION + 2), c - 1)
+        target = xp.first_true(present & (present.cumsum(axis=1) == (j + 1)[:, None]))
         subject = subject + (subject >= target)  # any kind but the target
         cond = True if active is None else active
         free = xp.first_true(self.given_at[rows, target] == _NONE)
-        self._put(self.given_at, (rows, target, free), cond, tr)
+        self._put(self.given_at, (rows, target, free), cond, t)
         self._put(self.subjects, (rows, target, free), cond, subject)
         self.given[rows] += cond
         bits = self.pending_bits[rows] | self._kind_bit[target]
         self._put(self.pending_bits, (rows,), cond, bits)
-        self._put(self.away_until, (rows, target), cond, tr + env.execute_delay)
+        self._put(self.away_until, (rows, target), cond, t + env.execute_delay)
         place = self.place[rows, target]
         self._put(self.cells, (rows, self._place_cell[xp.where(place >= 0, place, 0)]), cond, 0)
         self._put(self.place, (rows, target), cond, -1)
         self._put(self.heard, (rows,), cond, 1 + len(_SAY) + target * c + subject)
 
+    def _update_world_host(self, t: np.ndarray) -> None:
+        # _update_world on numpy: the per-step draws of every env; the rare events (characters
+        # coming back or moving, messengers) on their envs only, in as few array calls as
+        # possible (rows distinct in a round, so plain index writes).
+        env = self.template
+        c = env.n_characters
+        base = mix_u32(self.key.astype(np.uint32) ^ self._step_mix[t])  # step_base(key, t)
+        h = mix_u32(self._slots[:, None] ^ base)  # (C + 3, N): slot-major, rows contiguous
+        away_until = self.away_until.T  # (C, N), contiguous (see _allocate)
+        # back: away and due; moving: present and drawn to move
+        events = (away_until <= t) & (away_until > 0)
+        if env.move_prob:
+            events |= (h[:c] < self._move_below) & (away_until == 0)
+        rows = events.any(axis=0).nonzero()[0]  # the envs with events (few)
+        at, kinds = events[:, rows].T.nonzero()  # sorted by env, then kind
+        rows = rows[at]
+        if len(rows):
+            first = np.ones(len(rows), bool)
+            np.not_equal(rows[1:], rows[:-1], out=first[1:])
+            if first.all():  # one event per env (the usual case): one round
+                self._relocate_host(rows, kinds, base[rows])
+            else:
+                index = np.arange(len(rows))
+                rank = index - np.maximum.accumulate(np.where(first, index, 0))
+                for r in range(int(rank.max()) + 1):
+                    sel = (rank == r).nonzero()[0]
+                    rr = rows[sel]
+                    self._relocate_host(rr, kinds[sel], base[rr])
+        heard = (h[c + 2].astype(np.int64) * len(_SAY) >> 32) + 1
+        heard *= h[c + 1] < self._say_below
+        self.heard = heard
+        # messengers: drawn, before the last instruction step, and someone present
+        rows = ((h[c] < self._instruct_below) & (t <= env.last_instruction_step)).nonzero()[0]
+        if len(rows):
+            present = self.away_until[rows] == 0
+            n_present = present.sum(axis=1)
+            some = n_present > 0
+            if not some.all():
+                rows, present, n_present = rows[some], present[some], n_present[some]
+            if len(rows):
+                self._instruct(rows, None, base[rows], t[rows], present, n_present)
+
+    def _relocate_host(self, rows: np.ndarray, kind: np.ndarray, base: np.ndarray) -> None:
+        """:meth:`_relocate` on numpy for distinct ``rows``: character ``kind`` of each comes
+        back (if away: it has no place) or moves; ``base``: the rows' :func:`step_base`."""
+        n_rooms = self.template.n_rooms
+        old = self.place[rows, kind]
+        moving = old >= 0  # (a character away has no place)
+        slot = (SLOTS_PER_CHARACTER * kind + 4 * moving).astype(np.uint32)
+        hs = draw(base[:, None], slot[:, None] + self._room_pick_slots)  # (M, 3)
+        hs = hs.astype(np.int64)
+        room = hs[:, 0] * n_rooms >> 32
+        if n_rooms > 1 and moving.any():
+            other = hs[:, 0] * (n_rooms - 1) >> 32
+            other += other >= self._place_room[old]  # (old >= 0 where moving)
+            room = np.where(moving, other, room)
+        at = rows * self.cells.shape[1]
+        free = self.cells.take(at[:, None] + self._place_cell) == _EMPTY  # (M, P)
+        free &= self._place_cell != self.pos[rows, None]
+        cand = free & (self._place_room == room[:, None])
+        count = cand.sum(axis=1)
+        pick = hs[:, 1]
+        anywhere = count == 0  # a full room: try every room
+        if anywhere.any():
+            cand[anywhere] = free[anywhere]
+            count[anywhere] = free[anywhere].sum(axis=1)
+            pick = np.where(anywhere, hs[:, 2], pick)
+        pick = pick * count >> 32
+        chosen = (cand.cumsum(axis=1) > pick[:, None]).argmax(axis=1)
+        ok = count > 0
+        if not ok.all():  # no free place: the character stays (away, or where it is)
+            rows, kind, old, moving, chosen, at = (
+                x[ok] for x in (rows, kind, old, moving, chosen, at)
+            )
+        flat = self.cells.reshape(-1)
+        if moving.any():  # leave the old place
+            flat[at[moving] + self._place_cell[old[moving]]] = _EMPTY
+        flat[at + self._place_cell[chosen]] = _CHARACTER + kind
+        self.place[rows, kind] = chosen
+        self.away_until[rows, kind] = 0
+
     def _observe(self) -> Any:
         xp = self.xp
+        if xp.is_numpy:
+            # cell-major (9, N): the index sums and the centre write run along the envs
+            view = self.cells.reshape(-1).take(self._window[:, None] + (self._cell_at + self.pos))
+            np.add(self.heard, self._centre_id, out=view[4])  # the agent's cell, always empty
+            self._view = view.T
+            return np.take(self._obs_table, view.T, axis=0).reshape(self.num_envs, 3, 3, -1)
         view = xp.take(self.cells, self.pos[:, None] + self._window)  # (N, 9)
         view[:, 4] = self.heard + self._centre_id  # the agent's own cell, always empty
         self._view = view
-        if xp.is_numpy:
-            return np.take(self._obs_table, view, axis=0).reshape(self.num_envs, 3, 3, -1)
         return self._obs_table[view].reshape(self.num_envs, 3, 3, -1)

@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-__all__ = ["KEY_RANGE", "bernoulli", "below", "hash_draw", "threshold"]
+__all__ = [
+    "KEY_RANGE",
+    "bernoulli",
+    "below",
+    "draw",
+    "hash_draw",
+    "mix_u32",
+    "scale",
+    "step_base",
+    "threshold",
+]
 
 T = TypeVar("T")
 
@@ -62,8 +72,9 @@ def bernoulli(key: T, step: Any, slot: int, p: float) -> T:
     return hash_draw(key, step, slot) < threshold(p)
 
 
-def _mix_u32(x: Any) -> Any:
-    # _mix on a numpy uint32 array, in place: uint32 products wrap modulo 2**32 by themselves.
+def mix_u32(x: Any) -> Any:
+    """The 32-bit finaliser of :func:`hash_draw` on a numpy ``uint32`` array, in place (its
+    products wrap modulo ``2**32`` by themselves); returns ``x``."""
     import numpy as np
 
     x ^= x >> np.uint32(16)
@@ -83,7 +94,7 @@ def step_base(key: Any, step: Any) -> Any:
     import numpy as np
 
     if isinstance(key, np.ndarray):
-        return _mix_u32(key.astype(np.uint32) ^ _mix_u32(np.asarray(step & _MASK, np.uint32)))
+        return mix_u32(key.astype(np.uint32) ^ mix_u32(np.asarray(step & _MASK, np.uint32)))
     return _mix(key ^ _mix(step & _MASK))
 
 
@@ -92,7 +103,7 @@ def draw(base: Any, slot: Any) -> Any:
     import numpy as np
 
     if isinstance(base, np.ndarray):
-        return _mix_u32(base ^ np.asarray(slot, np.uint32))
+        return mix_u32(base ^ np.asarray(slot, np.uint32))
     return _mix(base ^ slot)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,21 @@ _NO_DOOR = 20  # a shift that reads no door kind
 _POW6 = 6 ** np.arange(len(DOOR_SLOTS))
 # draw_doors' uniforms per room: the slots' (4), the colours' (5), the correct door's (1)
 _N_UNIFORMS = len(DOOR_SLOTS) + len(DOOR_COLOURS) + 1
-_PAIRED = np.array([0, 4, 1, 5, 2, 6, 3, 7])  # slot 0, colour 0, slot 1, colour 1, ...
+# the pairs (earlier, later) of a room's slot uniforms, then of its colour uniforms
+_PAIRS = [
+    (first + i, first + j)
+    for first, count in ((0, len(DOOR_SLOTS)), (len(DOOR_SLOTS), len(DOOR_COLOURS)))
+    for i in range(count)
+    for j in range(i + 1, count)
+]
+# (earlier, later uniforms, their pairs' indices) grouped by the earlier uniform
+_PAIR_GROUPS = [
+    (i, slice(_PAIRS[k][1], _PAIRS[k][1] + n), slice(k, k + n))
+    for k, (i, j) in enumerate(_PAIRS)
+    if k == 0 or _PAIRS[k - 1][0] != i
+    for n in [sum(1 for e, _ in _PAIRS if e == i)]
+]
+_GATHER_BITS = np.uint64(0x0102040810204080)  # 8 bytes of 0/1 times this: the bits at 56..63
 
 
 def pack_rooms(slots: np.ndarray, colours: np.ndarray, correct: np.ndarray) -> np.ndarray:
@@ -35,6 +51,29 @@ def pack_rooms(slots: np.ndarray, colours: np.ndarray, correct: np.ndarray) -> n
     kinds = np.stack([1 + correct, 2 - correct], axis=-1)  # door i is correct iff i == correct
     packed = (colours + 1) * _POW6[slots] + (kinds << (_KIND_SHIFT + 2 * slots))
     return packed.sum(axis=-1).astype(np.int64)
+
+
+@functools.cache
+def _room_table() -> np.ndarray:
+    """The packed room (int64) of each comparison pattern of a room's uniforms: bit ``k`` set
+    when the later uniform of ``_PAIRS[k]`` is strictly smaller, then the correct-door bit
+    (the last uniform below 0.5: door 1 is correct, as in draw_doors). Built from every order
+    of the slots' and the colours' uniforms (a tie orders as the strict order that puts the
+    earlier index first, as a stable argsort does)."""
+    n_pairs = len(_PAIRS)
+    table = np.zeros(1 << (n_pairs + 1), np.int64)
+    for values in itertools.product(
+        itertools.permutations(range(len(DOOR_SLOTS))),
+        itertools.permutations(range(len(DOOR_COLOURS))),
+    ):
+        u = np.concatenate(values)  # the ranks of the uniforms of the slots, the colours
+        pattern = sum(1 << k for k, (i, j) in enumerate(_PAIRS) if u[j] < u[i])
+        slots = np.argsort(values[0])[:2]
+        colours = np.argsort(values[1])[:2]
+        for correct in (0, 1):
+            code = int(pack_rooms(slots, colours, np.array(correct)))
+            table[pattern | (correct << n_pairs)] = code
+    return table
 
 
 class PortalVectorEnv(BatchedTaskEnv):
@@ -61,6 +100,7 @@ class PortalVectorEnv(BatchedTaskEnv):
     """
 
     single_env_class = PortalEnv
+    draw_chunk = 512  # (an episode draws 10 * (n_rooms - 1) raw words)
 
     def __init__(
         self,
@@ -87,29 +127,31 @@ class PortalVectorEnv(BatchedTaskEnv):
         # PortalEnv._gen_grid's draw; the last room has no doors (0)
         return np.append(pack_rooms(*draw_doors(rng, self.template.n_rooms)), 0)
 
-    def _draw_many(self, envs: list[int]) -> np.ndarray:
+    def _draw_many(self, envs: np.ndarray, counts: np.ndarray) -> np.ndarray:
         # draw_doors for many episodes, from the same numbers: Generator.random's uniforms are
         # u = (raw >> 11) * 2**-53 from the raw 64-bit outputs, so raw >> 11 (= u * 2**53) is
-        # read directly. The two first indices of each stable argsort are found with a few
-        # elementwise min/max over all rooms at once: (u * 2**53) * 16 + index is an exact
-        # integer key, all keys of a room distinct, ordered as the stable argsort orders them.
+        # compared directly. The first two indices of a stable argsort depend only on which of
+        # each pair of uniforms is smaller (the later one first only if strictly smaller): a
+        # room's 6 slot and 10 colour comparisons and its correct-door bit index a table of
+        # packed rooms.
         rooms = self.template.n_rooms
         size = (rooms - 1) * _N_UNIFORMS
         rngs = self._rngs
-        raw = np.stack([rngs[i].bit_generator.random_raw(size) for i in envs])
-        u53 = (raw >> np.uint64(11)).astype(np.int64).reshape(len(envs), rooms - 1, -1)
-        # slot i and colour i side by side, so that one network finds both two smallest
-        keys = (u53[:, :, _PAIRED] << 4) | _PAIRED  # (E, rooms - 1, 8)
-        first, second = _two_smallest(keys[..., 0:2], keys[..., 2:4], keys[..., 4:6],
-                                      keys[..., 6:8])
-        fifth = (u53[:, :, 8] << 4) | 8  # the fifth colour
-        colour1 = np.minimum(first[..., 1], fifth)
-        colour2 = np.minimum(np.maximum(first[..., 1], fifth), second[..., 1])
-        slots = np.stack([first[..., 0], second[..., 0]], axis=-1) & 15
-        colours = (np.stack([colour1, colour2], axis=-1) & 15) - len(DOOR_SLOTS)
-        correct = (u53[:, :, -1] < (1 << 52)).astype(np.int64)  # u < 0.5
-        packed = np.zeros((len(envs), rooms), np.int64)
-        packed[:, :-1] = pack_rooms(slots, colours, correct)
+        pairs = zip(envs.tolist(), counts.tolist(), strict=True)
+        raw = np.concatenate([rngs[i].bit_generator.random_raw(c * size) for i, c in pairs])
+        # u53[k] = the k-th uniform of every room, contiguous (fast comparisons)
+        u53 = np.empty((_N_UNIFORMS, len(raw) // _N_UNIFORMS), np.uint64)
+        np.right_shift(raw.reshape(-1, _N_UNIFORMS).T, np.uint64(11), out=u53)
+        bits = np.zeros((u53.shape[1], 24), bool)  # a room's pattern bits, then padding
+        by_pair = bits.T
+        for earlier, later, at in _PAIR_GROUPS:
+            np.less(u53[later], u53[earlier], out=by_pair[at])
+        np.less(u53[-1], np.uint64(1 << 52), out=by_pair[len(_PAIRS)])  # u < 0.5
+        # each 8 bools (0/1 bytes) to the 8 bits of a byte by one product, then 3 bytes
+        byte = (bits.view(np.uint64) * _GATHER_BITS) >> np.uint64(56)
+        pattern = byte[:, 0] | (byte[:, 1] << np.uint64(8)) | (byte[:, 2] << np.uint64(16))
+        packed = np.zeros((int(counts.sum()), rooms), np.int64)
+        packed[:, :-1] = _room_table().take(pattern).reshape(-1, rooms - 1)
         return packed
 
     def _allocate(self) -> None:
@@ -193,6 +235,8 @@ class PortalVectorEnv(BatchedTaskEnv):
         return self._info()
 
     def _transition(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
+        if self.xp.is_numpy:
+            return self._transition_numpy(actions)
         xp, cur, room = self.xp, self.cur, self.room
         move = self.pos4 + actions
         door = (cur >> self._shift[move]) & 3
@@ -213,6 +257,38 @@ class PortalVectorEnv(BatchedTaskEnv):
         info["success"] = (success, terminated)
         return reward, terminated, info
 
+    def _transition_numpy(self, actions: Any) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
+        # _transition on numpy: every env moves (a table lookup); the envs that walk into a
+        # door (a few in a hundred) are updated by index.
+        n = self.num_envs
+        move = self.pos4 + actions
+        door = (self.cur >> self._shift.take(move)) & 3
+        pos4 = self._moved4.take(move)
+        reward = np.zeros(n)
+        terminated = np.zeros(n, bool)
+        success = np.zeros(n, bool)
+        hit = door.nonzero()[0]
+        if len(hit):
+            right = door[hit] == 1
+            wrong = ~right
+            room, cur = self.room[hit], self.cur[hit]
+            # a correct door: reward 0.1 * k from room k to k + 1 (rooms numbered from 1)
+            reward[hit] = self._rewards[room] * right
+            # a wrong door: a mistake in this room (the second ends the episode), to room 1
+            self.room_info[hit, room] = cur | (wrong * _MISTAKE)
+            room = (room + right) * right
+            self.room[hit] = room
+            self.cur[hit] = self.room_info[hit, room]
+            pos4[hit] = self._centre4
+            self.rooms_reached[hit] = np.maximum(self.rooms_reached[hit], room + 1)
+            won = right & (room == self.template.n_rooms - 1)
+            success[hit] = won
+            terminated[hit] = won | (wrong & ((cur & _MISTAKE) > 0))
+        self.pos4 = pos4
+        info = {key: (value, None) for key, value in self._info().items()}
+        info["success"] = (success, terminated)
+        return reward, terminated, info
+
     def _observe(self) -> Any:
         xp = self.xp
         view = self._view_of[self.pos4 * (_N_CODES // 4) + (self.cur & _CODE_MASK)]
@@ -224,10 +300,3 @@ class PortalVectorEnv(BatchedTaskEnv):
         obs = self._views[view]
         obs.reshape(-1)[word] = 1
         return obs
-
-
-def _two_smallest(a: Any, b: Any, c: Any, d: Any) -> tuple[Any, Any]:
-    """The smallest and the second smallest of four arrays, elementwise (a min/max network)."""
-    low1, high1 = np.minimum(a, b), np.maximum(a, b)
-    low2, high2 = np.minimum(c, d), np.maximum(c, d)
-    return np.minimum(low1, low2), np.minimum(np.maximum(low1, low2), np.minimum(high1, high2))

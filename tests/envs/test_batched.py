@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import gymnasium as gym
@@ -38,7 +39,36 @@ CASES = {
             "move_prob": 0.1,
         },
     ),
+    # crowded rooms: characters find their room full (a place drawn anywhere) or no free place
+    # at all (the agent on the last one: they stay away and try again), several events per env
+    "instruction-crowded": (
+        InstructionVectorEnv,
+        "envs.instruction:InstructionEnv",
+        {
+            "n_rooms": 2,
+            "n_characters": 8,
+            "episode_length": 60,
+            "execute_delay": 10,
+            "answer_window": 10,
+            "instruction_prob": 0.3,
+            "move_prob": 0.3,
+        },
+    ),
+    "instruction-one-room": (
+        InstructionVectorEnv,
+        "envs.instruction:InstructionEnv",
+        {
+            "n_rooms": 1,
+            "n_characters": 7,
+            "episode_length": 60,
+            "execute_delay": 5,
+            "answer_window": 10,
+            "instruction_prob": 0.3,
+            "move_prob": 0.2,
+        },
+    ),
 }
+STEPS = {"instruction-crowded": 150, "instruction-one-room": 150}  # (busy steps: 2.5 episodes)
 # "masked": torch on the CPU running the accelerator code path (full-width masked writes, no
 # host sync in a step, draws refilled every `ring` steps); "numpy-ring1": numpy with the draws
 # refilled at every step.
@@ -117,7 +147,7 @@ def drive(
     assert_same_info(info_b, info_s, "reset")
     episodes = 0
     for t in range(steps):
-        if case == "instruction":  # mostly moves, some tells
+        if case.startswith("instruction"):  # mostly moves, some tells
             actions = np.where(
                 rng.random(num_envs) < 0.7,
                 rng.integers(4, size=num_envs),
@@ -142,7 +172,7 @@ def drive(
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_batched_equals_sync_vector_env(case: str, device: str) -> None:
-    episodes = drive(case, device)
+    episodes = drive(case, device, steps=STEPS.get(case, 300))
     assert episodes >= 12  # several episodes per env: autoresets were exercised
 
 
@@ -150,7 +180,7 @@ def test_batched_equals_sync_vector_env(case: str, device: str) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_batched_equals_sync_vector_env_same_step(case: str, device: str) -> None:
     # final_obs and final_info (values and masks) compared too, at every step
-    episodes = drive(case, device, mode=AutoresetMode.SAME_STEP)
+    episodes = drive(case, device, steps=STEPS.get(case, 300), mode=AutoresetMode.SAME_STEP)
     assert episodes >= 12
 
 
@@ -222,14 +252,68 @@ def test_get_state_set_state_continue_exactly(device: str, other: str, mode: Aut
     ],
 )
 def test_batched_draws_equal_the_single_env_draws(cls: type, kwargs: dict[str, Any]) -> None:
-    # _draw_many (the batched draws: raw words, min/max networks) against _draw (the single
-    # env's own calls), for the same generators; an env repeated draws its episodes in turn
+    # _draw_many (the batched draws: raw words, comparison tables) against _draw (the single
+    # env's own calls), for the same generators; an env's episodes drawn in turn, twice (the
+    # generators carry on from the first call)
     fast, slow = cls(4, **kwargs), cls(4, **kwargs)
     fast.reset(seed=7)
     slow.reset(seed=7)
-    order = [0, 3, 3, 1, 0, 2, 3] * 20
-    want = np.stack([slow._draw(slow._rngs[i]) for i in order])
-    np.testing.assert_array_equal(fast._draw_many(order), want)
+    for rows, counts in (([0, 3, 1, 2], [20, 1, 35, 7]), ([3, 0], [30, 2])):
+        order = np.repeat(rows, counts).tolist()
+        want = np.stack([slow._draw(slow._rngs[i]) for i in order])
+        np.testing.assert_array_equal(fast._draw_many(np.array(rows), np.array(counts)), want)
+
+
+def test_portal_draws_break_ties_as_a_stable_argsort() -> None:
+    # uniforms from {0, 1/8, ..., 7/8}: most rooms have equal uniforms among their slots' or
+    # colours' draws; the batched draw (comparison patterns, a table) must order them as
+    # draw_doors' stable argsort does, from the same raw 64-bit words
+    from envs.batched.portal import pack_rooms
+    from envs.portal import draw_doors
+
+    rooms, episodes = 30, 4
+    u = np.random.default_rng(3).integers(8, size=(episodes, rooms - 1, 10)) / 8
+    raw = (u * 2.0**53).astype(np.uint64) << np.uint64(11)  # Generator.random: (raw >> 11) / 2**53
+
+    class Words:  # a generator whose raw words are given
+        def __init__(self, words: np.ndarray) -> None:
+            self.words = list(words.reshape(-1))
+
+        def random_raw(self, size: int) -> np.ndarray:
+            out, self.words = self.words[:size], self.words[size:]
+            return np.array(out, np.uint64)
+
+    class Uniforms:  # draw_doors' view of the same numbers
+        def __init__(self, values: np.ndarray) -> None:
+            self.values = values
+
+        def random(self, shape: tuple[int, int]) -> np.ndarray:
+            return self.values.reshape(shape)
+
+    vec = PortalVectorEnv(2, n_rooms=rooms)
+    vec._rngs = [types.SimpleNamespace(bit_generator=Words(raw[:3])), None]
+    got = vec._draw_many(np.array([0]), np.array([3]))
+    for e in range(3):
+        want = pack_rooms(*draw_doors(Uniforms(u[e]), rooms))
+        np.testing.assert_array_equal(got[e, :-1], want)
+    assert (np.diff(np.sort(u[..., :4], axis=-1), axis=-1) == 0).any(axis=-1).mean() > 0.5
+
+
+@pytest.mark.parametrize("case", ["corridor", "portal"])
+def test_draws_in_chunks_give_the_same_episodes(case: str) -> None:
+    # the ring refilled in many small _draw_many calls (a chunk of 1 or 3 episodes) against one
+    # call for all envs: the same episodes, step by step
+    cls, _, kwargs = CASES[case]
+    vecs = [cls(5, **kwargs, ring=4) for _ in range(3)]
+    vecs[1].draw_chunk, vecs[2].draw_chunk = 1, 3
+    actions = np.random.default_rng(0).integers(int(vecs[0].single_action_space.n), size=(150, 5))
+    outs = [env.reset(seed=2)[0] for env in vecs]
+    for a in actions:
+        outs = [env.step(a) for env in vecs]
+        for out in outs[1:]:
+            for x, y in zip(out[:4], outs[0][:4], strict=True):
+                np.testing.assert_array_equal(x, y)
+    assert all(int(env._drawn.sum()) >= 5 * 4 + 10 for env in vecs)  # refills drew episodes
 
 
 def test_words_give_numpys_bounded_integers() -> None:
@@ -241,6 +325,29 @@ def test_words_give_numpys_bounded_integers() -> None:
     spans = [2**31 + 1, 3, 2, 1, 2**31 + 1, 7, 2**32 - 1, 198, 2] * 300
     got = [vec._integers(0, span) for span in spans]
     assert got == [int(ref.integers(span)) for span in spans]
+
+
+@pytest.mark.parametrize("spans", [(198, 2, 2), (2**31 + 1, 3, 1, 2), (7,), (1, 1)])
+def test_integers_many_give_numpys_bounded_integers(spans: tuple[int, ...]) -> None:
+    # BatchedTaskEnv._integers_many (one raw draw per env, array products, a word-by-word
+    # replay where a word may be redrawn: about half the words of 2**31 + 1) against
+    # Generator.integers, envs interleaved and repeated, pending half words carried between
+    # calls and into _integers
+    vec = CorridorVectorEnv(3)
+    vec.reset(seed=0)
+    vec._rngs = [np.random.default_rng(s) for s in (5, 6, 7)]
+    vec._half_word[:] = -1
+    refs = [np.random.default_rng(s) for s in (5, 6, 7)]
+    for rows, counts in (([0, 2, 1], [2, 3, 1]), ([1], [1]), ([2, 0, 1], [1, 4, 2])):
+        got = vec._integers_many(np.array(rows), np.array(counts), spans)
+        want = [
+            [int(refs[i].integers(span)) for span in spans]
+            for i, c in zip(rows, counts, strict=True)
+            for _ in range(c)
+        ]
+        assert got.tolist() == want
+        assert vec._integers(2, 11) == int(refs[2].integers(11))
+    assert vec._integers_many(np.array([1]), np.array([0]), spans).shape == (0, len(spans))
 
 
 def test_keyed_draws_agree_across_backends() -> None:
