@@ -2,8 +2,9 @@
 policy with PPO learns to carry the ball's colour while the memoryless policy cannot.
 
 Success is the final policy's, acting deterministically over 200 fresh episodes (not the training
-curve's last updates). The memory checks (>= 95% success for every seed 0-4) are slow; the fast
-check is that the memoryless policy stays at the 50% of guessing the door.
+curve's last updates). The default suite trains one seed of the default policy to >= 95% and
+checks that the memoryless policy stays at the 50% of guessing the door; the runs over several
+seeds are slow.
 """
 
 from __future__ import annotations
@@ -66,37 +67,32 @@ def evaluate(model, episodes: int = 200, n_envs: int = 50, seed: int = 10_000) -
 
 
 def success_after(policy: str, steps: int, seed: int = 0, **kw) -> tuple[float, float]:
-    """Train ``steps`` env steps with PPO; the final policy's deterministic success rate and the
-    wall time."""
-    t0 = time.perf_counter()
-    model = PPO(policy, ENV, tensorboard_log=None, seed=seed, **kw)
-    model.learn(steps, progress_bar=False)
-    return evaluate(model), time.perf_counter() - t0
+    """Train ``steps`` env steps with PPO on one torch thread (the same float reductions on any
+    machine); the final policy's deterministic success rate and the wall time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        model = PPO(policy, ENV, tensorboard_log=None, seed=seed, **kw)
+        model.learn(steps, progress_bar=False)
+        return evaluate(model), time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
 
 
 #: the fast variant: shorter rollouts and a higher learning rate
 FAST = dict(rollout_len=32, bptt_len=32, lr=1e-3, anneal_lr=False)
 FAST_STEPS = 32_768
+LEARN_STEPS = 98_304
 
 
-def training_success(policy: str, steps: int, seed: int = 0, **kw) -> float:
-    """Mean training success over the last 5 updates of a PPO run (stochastic actions)."""
-    rates: list[float] = []
-
-    def track(model):
-        if "charts/success_rate" in model.last_stats:
-            rates.append(model.last_stats["charts/success_rate"])
-
-    model = PPO(policy, ENV, tensorboard_log=None, seed=seed, **kw)
-    model.learn(steps, progress_bar=False, callback=track)
-    return float(np.mean(rates[-5:]))
-
-
-def test_memory_policy_learns_to_reach_the_doors_fast():
-    """About 30 s: from a random walk (doors reached in ~5% of episodes) the default policy
-    learns to walk the corridor and pick a door. Using the colour is the slow test below."""
-    rate = training_success(default_policy(), FAST_STEPS, **FAST)
-    assert rate >= 0.3, rate
+def test_default_policy_learns_the_short_corridor():
+    """About 100 s: PPO with its defaults and the default policy (Expire-Span), seed 0, reaches
+    >= 95% deterministic success on the 10-cell corridor in 98,304 steps (measured 1.00; the
+    training curve passes 0.9 at about 66k steps). The slow test below runs seeds 0-7."""
+    rate, wall = success_after(default_policy(), LEARN_STEPS, seed=0)
+    print(f"{default_policy()}: success {rate:.3f} after {LEARN_STEPS} steps in {wall:.0f} s")
+    assert rate >= 0.95, rate
 
 
 def test_memoryless_policy_stays_at_chance_fast():
@@ -106,18 +102,13 @@ def test_memoryless_policy_stays_at_chance_fast():
     assert rate <= 0.6, rate
 
 
-LEARN_STEPS = 98_304
-
-
 @pytest.mark.slow
-def test_default_policy_learns_corridor():
-    """PPO defaults, seeds 0-3, about 70 s a seed: at least half the seeds reach >= 95%
-    deterministic success (measured: seeds 2 and 3 at 1.00, seed 0 at 0.53 and rising, seed 1 at
-    0.43). Learning is seed-sensitive: a seed
-    either finds the colour-door link and goes to 100% or stays near the memoryless 50%."""
-    rates = [success_after(default_policy(), LEARN_STEPS, seed=s)[0] for s in range(4)]
+def test_default_policy_learns_corridor_over_seeds():
+    """PPO defaults, seeds 0-7, about 100 s a seed (the table of ``scripts/learning_seeds.py``):
+    measured 1.00 for seeds 0-2 and 4-7 and 0.79 (still rising) for seed 3."""
+    rates = [success_after(default_policy(), LEARN_STEPS, seed=s)[0] for s in range(8)]
     print(f"{default_policy()}: deterministic success per seed {rates}")
-    assert sum(r >= 0.95 for r in rates) >= 2, rates
+    assert sum(r >= 0.95 for r in rates) >= 6, rates
 
 
 @pytest.mark.slow

@@ -1,0 +1,131 @@
+"""How reliably PPO learns a task: train one run per seed and report each final policy's success.
+
+Each seed trains PPO with the defaults (plus ``--set`` overrides) for ``--total-steps`` steps,
+then the final policy acts deterministically over ``--episodes`` fresh episodes (env seeds from
+10000, unseen in training). The table gives each seed's success, the training success curve's
+first step at or above 0.9 and the wall time. Examples::
+
+    python scripts/learning_seeds.py --seeds 0 1 2 3 4 5 6 7
+    python scripts/learning_seeds.py --seeds 0 1 2 3 --set norm_adv=True ent_coef=0.001
+    python scripts/learning_seeds.py --policy none --seeds 0 1 2 --out docs/results/none.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents import PPO  # noqa: E402
+from agents.vec import EnvStepper, make_vec_env  # noqa: E402
+from policies import available_policies, default_policy  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_agent import parse_kv  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", default="MemoRL/Corridor-L10-v0", help="env id (%(default)s)")
+    parser.add_argument("--policy", default=default_policy(), choices=available_policies(),
+                        help="memory of the policy (%(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                        help="training seeds (0 1 2 3)")
+    parser.add_argument("--total-steps", type=int, default=98_304,
+                        help="env steps per run (%(default)s)")
+    parser.add_argument("--episodes", type=int, default=200,
+                        help="evaluation episodes per run (%(default)s)")
+    parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
+                        help="PPO options that replace the defaults, e.g. n_envs=16 lr=1e-3")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (%(default)s)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to FILE")
+    args = parser.parse_args(argv)
+    for name in ("total_steps", "episodes", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:
+        args.overrides = parse_kv(args.set, "--set")
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+@torch.no_grad()
+def deterministic_success(model: PPO, env_id: str, episodes: int, n_envs: int = 50,
+                          seed: int = 10_000) -> float:
+    """Success rate of ``model``'s policy acting deterministically over ``episodes`` episodes of
+    fresh envs seeded from ``seed``."""
+    venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device)
+    stepper = EnvStepper(venv, model.device)
+    stepper.reset(seed=seed)
+    policy = model.policy.eval()
+    state = policy.initial_state(n_envs, model.device)
+    successes: list[float] = []
+    while len(successes) < episodes:
+        out = policy.act(stepper.obs, state, stepper.episode_starts, deterministic=True)
+        res = stepper.step(policy.to_env_actions(out.actions))
+        state = out.state
+        successes += [e.get("success", 0.0) for e in res.episodes]
+    venv.close()
+    return float(np.mean(successes[:episodes]))
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict[str, float | int | None]:
+    curve: list[tuple[int, float]] = []
+
+    def track(model: PPO) -> None:
+        if "charts/success_rate" in model.last_stats:
+            curve.append((model.num_timesteps, model.last_stats["charts/success_rate"]))
+
+    t0 = time.perf_counter()
+    model = PPO(args.policy, args.env, tensorboard_log=None, seed=seed, **args.overrides)
+    model.learn(args.total_steps, progress_bar=False, callback=track)
+    wall = time.perf_counter() - t0
+    first = next((step for step, rate in curve if rate >= 0.9), None)
+    return {"seed": seed, "success": deterministic_success(model, args.env, args.episodes),
+            "first_09": first, "wall": wall}
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = " ".join(f"{k}={v}" for k, v in args.overrides.items()) or "defaults"
+    lines = [
+        f"PPO ({settings}), `{args.policy}` on `{args.env}`, {args.total_steps} steps per seed; "
+        f"success of the final policy acting deterministically over {args.episodes} fresh "
+        "episodes.",
+        "",
+        "| seed | success | first training success >= 0.9 at step | wall time (s) |",
+        "|---:|---:|---:|---:|",
+    ]
+    rows = []
+    for seed in args.seeds:
+        r = run_seed(args, seed)
+        rows.append(r)
+        first = "never" if r["first_09"] is None else f"{r['first_09']:,}"
+        lines.append(f"| {seed} | {r['success']:.3f} | {first} | {r['wall']:.0f} |")
+        print(lines[-1], flush=True)
+    ok = sum(r["success"] >= 0.95 for r in rows)
+    lines += ["", f"{ok} of {len(rows)} seeds at >= 0.95 deterministic success."]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(f"`python scripts/learning_seeds.py {' '.join(argv or sys.argv[1:])}`"
+                            f"\n\n{table}\n")
+        print(f"\nwrote {args.out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The command-line scripts: bad input is refused before any work with a message naming the value
+and what is allowed; per-env defaults apply; a tiny run ends with its summary and checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script(name: str):
+    path = ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return module
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_script("train_agent")
+
+
+def refused(main, argv, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code not in (0, None)
+    captured = capsys.readouterr()
+    return captured.err + str(info.value.code)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--env", "no-such-env"], "no-such-env"),
+        (["--policy", "transformer9"], "invalid choice: 'transformer9'"),
+        (["--algo", "dqn"], "invalid choice: 'dqn'"),
+        (["--total-steps", "0"], "--total-steps must be >= 1, got 0"),
+        (["--n-envs", "0"], "n_envs must be >= 1, got 0"),
+        (["--gamma", "1.5"], "gamma must be in [0, 1], got 1.5"),
+        (["--lr", "-1"], "lr must be > 0"),
+        (["--n-envs", "6", "--n-minibatches", "4"], "n_minibatches must be a divisor"),
+        (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+        (["--policy-kwargs", "max_span"], "key=value"),
+        (["--policy-kwargs", "no_such_knob=3"], "no_such_knob"),
+        (["--resume", "/nonexistent/ck.pt"], "does not exist"),
+    ],
+)
+def test_train_agent_refuses_bad_input(train, argv, expected, capsys, tmp_path):
+    msg = refused(train.main, [*argv, "--log-dir", str(tmp_path), "--no-progress"], capsys)
+    assert expected in msg, msg
+    assert not any(tmp_path.iterdir()), "nothing may be written for refused input"
+
+
+def test_unknown_env_lists_the_short_names(train, capsys, tmp_path):
+    msg = refused(train.main, ["--env", "corridoor", "--log-dir", str(tmp_path)], capsys)
+    for name in ("corridor", "portal", "instruction"):
+        assert name in msg, msg
+
+
+def test_help_documents_every_option_with_its_default(train, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--n-envs", "--bptt-len", "--mrbp", "--ent-coef", "--norm-adv", "--device",
+                 "--resume", "--policy-kwargs"):
+        assert flag in out, flag
+    assert "(default: a2c: 16, ppo: 32)" in " ".join(out.split())  # --n-envs per preset
+    assert "torchrun" in out
+
+
+def test_full_corridor_defaults_apply_unless_given(train, monkeypatch, tmp_path):
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_init(self, policy, env, config, **kw):
+        seen.update(n_envs=config.n_envs, norm_adv=config.norm_adv, ent=config.ent_coef)
+        raise Stop
+
+    monkeypatch.setattr(train.ALGORITHMS["ppo"], "__init__", fake_init)
+    with pytest.raises(Stop):
+        train.main(["--env", "corridor", "--log-dir", str(tmp_path)])
+    assert seen == {"n_envs": 64, "norm_adv": True, "ent": 0.001}
+    with pytest.raises(Stop):
+        train.main(["--env", "corridor", "--n-envs", "8", "--no-norm-adv", "--log-dir",
+                    str(tmp_path)])
+    assert seen == {"n_envs": 8, "norm_adv": False, "ent": 0.001}
+    with pytest.raises(Stop):
+        train.main(["--env", "MemoRL/Corridor-L10-v0", "--log-dir", str(tmp_path)])
+    assert seen == {"n_envs": 32, "norm_adv": False, "ent": 0.003}
+
+
+def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
+    code = train.main([
+        "--env", "MemoRL/Corridor-L10-v0", "--policy", "gru", "--total-steps", "64",
+        "--n-envs", "2", "--rollout-len", "16", "--bptt-len", "16", "--n-minibatches", "2",
+        "--n-epochs", "1", "--log-dir", str(tmp_path), "--no-progress",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "summary" in out and "steps:         64" in out
+    checkpoints = list(tmp_path.glob("*/checkpoint.pt"))
+    assert len(checkpoints) == 1 and str(checkpoints[0]) in out
+
+
+def test_learning_seeds_refuses_bad_input(capsys):
+    seeds = load_script("learning_seeds")
+    msg = refused(seeds.main, ["--total-steps", "0"], capsys)
+    assert "--total-steps must be >= 1, got 0" in msg
+    msg = refused(seeds.main, ["--policy", "nope"], capsys)
+    assert "invalid choice: 'nope'" in msg
