@@ -17,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import PPO  # noqa: E402
-from agents.vec import EnvStepper, make_vec_env  # noqa: E402
+from agents.evaluation import success_rate  # noqa: E402
 from policies import available_policies, default_policy  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,26 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@torch.no_grad()
-def deterministic_success(model: PPO, env_id: str, episodes: int, n_envs: int = 50,
-                          seed: int = 10_000) -> float:
-    """Success rate of ``model``'s policy acting deterministically over ``episodes`` episodes of
-    fresh envs seeded from ``seed``."""
-    venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device)
-    stepper = EnvStepper(venv, model.device)
-    stepper.reset(seed=seed)
-    policy = model.policy.eval()
-    state = policy.initial_state(n_envs, model.device)
-    successes: list[float] = []
-    while len(successes) < episodes:
-        out = policy.act(stepper.obs, state, stepper.episode_starts, deterministic=True)
-        res = stepper.step(policy.to_env_actions(out.actions))
-        state = out.state
-        successes += [e.get("success", 0.0) for e in res.episodes]
-    venv.close()
-    return float(np.mean(successes[:episodes]))
-
-
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, float | int | None]:
     curve: list[tuple[int, float]] = []
 
@@ -91,7 +70,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, float | int | Non
     model.learn(args.total_steps, progress_bar=False, callback=track)
     wall = time.perf_counter() - t0
     first = next((step for step, rate in curve if rate >= 0.9), None)
-    return {"seed": seed, "success": deterministic_success(model, args.env, args.episodes),
+    return {"seed": seed, "success": success_rate(model, args.env, args.episodes),
             "first_09": first, "wall": wall}
 
 

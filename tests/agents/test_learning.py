@@ -17,9 +17,9 @@ import torch
 
 from agents import A2C, PPO
 from agents.buffer import RolloutBuffer
+from agents.evaluation import success_rate
 from agents.loss import make_loss_fn
 from agents.mrbp import bptt_backward
-from agents.vec import EnvStepper, make_vec_env
 from policies import default_policy
 from policies.memory import available_memories
 
@@ -79,23 +79,10 @@ def test_a2c_trains():
     assert model.last_stats["losses/clipfrac"] == 0.0
 
 
-def evaluate(model, episodes: int = 200, n_envs: int = 50, seed: int = 10_000) -> float:
-    """Success rate of the final policy, acting deterministically, over ``episodes`` episodes of
-    fresh envs (seeds unseen in training)."""
-    venv = make_vec_env(ENV, n_envs, vec="auto", device=model.device)
-    stepper = EnvStepper(venv, model.device)
-    stepper.reset(seed=seed)
-    policy = model.policy.eval()
-    state = policy.initial_state(n_envs, model.device)
-    successes: list[float] = []
-    with torch.no_grad():
-        while len(successes) < episodes:
-            out = policy.act(stepper.obs, state, stepper.episode_starts, deterministic=True)
-            res = stepper.step(policy.to_env_actions(out.actions))
-            state = out.state
-            successes += [e.get("success", 0.0) for e in res.episodes]
-    venv.close()
-    return float(np.mean(successes[:episodes]))
+def evaluate(model) -> float:
+    """Success rate of the final policy, acting deterministically, over 200 episodes of fresh
+    envs (seeds unseen in training)."""
+    return success_rate(model, ENV, 200, n_envs=50, seed=10_000)
 
 
 def success_after(policy: str, steps: int, seed: int = 0, **kw) -> tuple[float, float]:
