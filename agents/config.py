@@ -76,6 +76,13 @@ class AgentConfig:
     ent_coef: float = 0.001
     """Weight of the entropy bonus."""
 
+    ent_start_step: int = 0
+    """Steps (counted from the run's start) before which the entropy bonus is off: an update whose
+    rollout was collected from step ``num_timesteps < ent_start_step`` uses no entropy bonus. On
+    sparse tasks such as the full corridor a bonus from the start keeps the policy from walking to
+    the far reward, while a policy trained without one settles on one door whatever the colour;
+    switching the bonus on once the walk is learned reopens the door choice (0: always on)."""
+
     update_train_mode: bool = False
     """Run the update's forward passes in train mode (dropout, Expire-Span's random memory
     shortening). Off by default: the rollout is collected in eval mode, and PPO's ratio
@@ -140,6 +147,8 @@ class AgentConfig:
         for name in ("n_envs", "rollout_len", "bptt_len", "mrbp_chunk_len", "n_epochs",
                      "n_minibatches", "max_nonfinite", "log_every"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, ">= 1")
+        need(isinstance(self.ent_start_step, int) and self.ent_start_step >= 0, "ent_start_step",
+             "an integer >= 0")
         need(0.0 <= self.gamma <= 1.0, "gamma", "in [0, 1]")
         need(0.0 <= self.gae_lambda <= 1.0, "gae_lambda", "in [0, 1]")
         need(self.clip_coef is None or self.clip_coef > 0, "clip_coef", "> 0 or None")

@@ -372,6 +372,8 @@ class ActorCriticTrainer:
         cfg, policy = self.config, self.policy
         # the same function that acted (eval mode) unless train-mode updates are asked for
         policy.train(cfg.update_train_mode)
+        if self.num_timesteps < cfg.ent_start_step:  # the entropy bonus is not on yet
+            cfg = dataclasses.replace(cfg, ent_coef=0.0)
         loss_fn = make_loss_fn(policy, cfg)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
         totals: dict[str, torch.Tensor] = {}

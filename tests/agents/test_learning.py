@@ -71,6 +71,25 @@ def test_every_memory_update_lowers_its_loss(name):
     assert l1 < l0, (l0, l1)
 
 
+def test_entropy_bonus_starts_at_ent_start_step():
+    """Before ``ent_start_step`` the update is exactly the one without a bonus; from it on, the
+    bonus acts."""
+
+    def params_after(**kw):
+        model = PPO("gru", ENV, tensorboard_log=None, seed=0, **TINY, **kw)
+        model.learn(4 * 32, progress_bar=False)
+        return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
+
+    no_bonus = params_after(ent_coef=0.0)
+    bonus = params_after(ent_coef=0.05)
+    assert torch.equal(params_after(ent_coef=0.05, ent_start_step=10**9), no_bonus)
+    assert torch.equal(params_after(ent_coef=0.05, ent_start_step=0), bonus)
+    late = params_after(ent_coef=0.05, ent_start_step=2 * 32)  # the last two updates
+    assert not torch.equal(late, no_bonus) and not torch.equal(late, bonus)
+    with pytest.raises(ValueError, match="ent_start_step must be an integer >= 0, got -1"):
+        PPO("gru", ENV, tensorboard_log=None, ent_start_step=-1)
+
+
 def test_a2c_trains():
     model = A2C("gru", ENV, tensorboard_log=None, n_envs=2, rollout_len=20, bptt_len=10)
     assert isinstance(model.optimizer, torch.optim.RMSprop)
