@@ -84,20 +84,20 @@ def test_full_corridor_defaults_apply_unless_given(train, monkeypatch, tmp_path)
         pass
 
     def fake_init(self, policy, env, config, **kw):
-        seen.update(n_envs=config.n_envs, norm_adv=config.norm_adv, ent=config.ent_coef)
+        seen.update(n_envs=config.n_envs, ent=config.ent_coef, start=config.ent_start_step)
         raise Stop
 
     monkeypatch.setattr(train.ALGORITHMS["ppo"], "__init__", fake_init)
     with pytest.raises(Stop):
         train.main(["--env", "corridor", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 64, "norm_adv": True, "ent": 0.001}
+    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200}
     with pytest.raises(Stop):
-        train.main(["--env", "corridor", "--n-envs", "8", "--no-norm-adv", "--log-dir",
+        train.main(["--env", "corridor", "--n-envs", "8", "--ent-start-step", "0", "--log-dir",
                     str(tmp_path)])
-    assert seen == {"n_envs": 8, "norm_adv": False, "ent": 0.001}
+    assert seen == {"n_envs": 8, "ent": 0.0005, "start": 0}
     with pytest.raises(Stop):
         train.main(["--env", "MemoRL/Corridor-L10-v0", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 32, "norm_adv": False, "ent": 0.003}
+    assert seen == {"n_envs": 32, "ent": 0.003, "start": 0}
 
 
 def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
