@@ -1,6 +1,15 @@
-"""Evaluating a trained agent: the success rate of its policy over fresh episodes."""
+"""Evaluating a trained agent: its policy's outcomes over fresh episodes.
+
+Episodes of different lengths end at different times, so "the first N episodes that end" in a set
+of parallel envs over-represents short episodes (on the full corridor, short corridors, which are
+the easy ones) and episodes that end early (on a fixed corridor, successes, which end before a
+truncation). Here every env contributes a fixed quota of episodes, its first ones, whatever their
+length: the N episodes are the ones fixed by the seeds, not the fastest ones.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -8,10 +17,70 @@ import torch
 from .trainer import ActorCriticTrainer
 from .vec import EnvStepper, make_vec_env
 
-__all__ = ["success_rate"]
+__all__ = ["evaluate", "success_rate"]
+
+
+def _quotas(episodes: int, n_envs: int) -> np.ndarray:
+    """Episodes each env contributes: ``episodes`` split as evenly as possible over the envs."""
+    quota = np.full(n_envs, episodes // n_envs)
+    quota[: episodes % n_envs] += 1
+    return quota
 
 
 @torch.no_grad()
+def evaluate(
+    model: ActorCriticTrainer,
+    env_id: str,
+    episodes: int = 200,
+    *,
+    n_envs: int = 50,
+    seed: int = 10_000,
+    deterministic: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Outcomes of ``model``'s policy over ``episodes`` episodes of ``env_id``.
+
+    ``min(n_envs, episodes)`` envs seeded from ``seed`` (choose seeds unseen in training) each
+    play their first ``episodes / n_envs`` episodes (the remainder going to the first envs); the
+    policy acts in eval mode, the most likely action when ``deterministic``.
+
+    Returns arrays of length ``episodes`` in env-major order: ``success`` (``info["success"]``;
+    0 for an episode without the flag), ``return`` and ``length`` (steps).
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    n_envs = min(n_envs, episodes)
+    quota = _quotas(episodes, n_envs)
+    kept: list[list[dict[str, float]]] = [[] for _ in range(n_envs)]
+    venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device, env_kwargs=env_kwargs)
+    try:
+        stepper = EnvStepper(venv, model.device)
+        stepper.reset(seed=seed)
+        policy = model.policy.eval()
+        state = policy.initial_state(n_envs, model.device)
+        missing = int(quota.sum())
+        while missing > 0:
+            out = policy.act(stepper.obs, state, stepper.episode_starts,
+                             deterministic=deterministic)
+            res = stepper.step(policy.to_env_actions(out.actions))
+            state = out.state
+            for ep in res.episodes:
+                i = int(ep["env"])
+                if len(kept[i]) < quota[i]:
+                    kept[i].append(ep)
+                    missing -= 1
+    finally:
+        venv.close()
+    flat = [ep for env_eps in kept for ep in env_eps]
+    return {
+        "success": np.array([float(ep.get("success", 0.0)) for ep in flat]),
+        "return": np.array([ep["return"] for ep in flat]),
+        "length": np.array([ep["length"] for ep in flat]),
+    }
+
+
 def success_rate(
     model: ActorCriticTrainer,
     env_id: str,
@@ -20,28 +89,9 @@ def success_rate(
     n_envs: int = 50,
     seed: int = 10_000,
     deterministic: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> float:
-    """Mean ``info["success"]`` of ``model``'s policy over the first ``episodes`` episodes that end
-    in ``n_envs`` envs of ``env_id`` seeded from ``seed`` (choose seeds unseen in training).
-
-    The policy acts in eval mode, the most likely action when ``deterministic``; an episode without
-    a success flag counts as a failure.
-    """
-    if episodes < 1 or n_envs < 1:
-        raise ValueError(f"episodes and n_envs must be >= 1, got {episodes} and {n_envs}")
-    venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device)
-    try:
-        stepper = EnvStepper(venv, model.device)
-        stepper.reset(seed=seed)
-        policy = model.policy.eval()
-        state = policy.initial_state(n_envs, model.device)
-        successes: list[float] = []
-        while len(successes) < episodes:
-            out = policy.act(stepper.obs, state, stepper.episode_starts,
-                             deterministic=deterministic)
-            res = stepper.step(policy.to_env_actions(out.actions))
-            state = out.state
-            successes += [float(e.get("success", 0.0)) for e in res.episodes]
-    finally:
-        venv.close()
-    return float(np.mean(successes[:episodes]))
+    """Mean success of ``model``'s policy over ``episodes`` episodes (see :func:`evaluate`)."""
+    out = evaluate(model, env_id, episodes, n_envs=n_envs, seed=seed,
+                   deterministic=deterministic, env_kwargs=env_kwargs)
+    return float(out["success"].mean())

@@ -212,7 +212,8 @@ class StepResult:
     truncated: Tensor  # (B,) bool
     final_obs: Any | None  # final observations of the truncated envs (N, ...), or None
     truncated_idx: Tensor | None  # (N,) indices of those envs
-    episodes: list[dict[str, float]] = field(default_factory=list)  # ended episodes' stats
+    # ended episodes' stats: return, length, env (its index) and success where the env reports it
+    episodes: list[dict[str, float]] = field(default_factory=list)
 
 
 class EnvStepper:
@@ -329,7 +330,8 @@ class EnvStepper:
         self.ep_lengths += 1
         episodes = []
         for i in np.flatnonzero(done):
-            ep = {"return": float(self.ep_returns[i]), "length": float(self.ep_lengths[i])}
+            ep = {"return": float(self.ep_returns[i]), "length": float(self.ep_lengths[i]),
+                  "env": int(i)}
             if success is not None and success_mask is not None and success_mask[i]:
                 ep["success"] = float(success[i])
             episodes.append(ep)

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import ALGORITHMS  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from agents.vec import make_vec_env  # noqa: E402
+from agents.evaluation import evaluate  # noqa: E402
+from train_agent import parse_kv  # noqa: E402
 
 
 def load_agent(path: str, device: str):
@@ -31,27 +32,6 @@ def load_agent(path: str, device: str):
     if algo is None:
         raise CheckpointError(f"checkpoint {path!r}: unknown algorithm {data['algo']!r}")
     return algo.load(path, device=device)
-
-
-def success_rate(model, env_id: str, episodes: int, n_envs: int, seed: int,
-                 deterministic: bool) -> tuple[float, float, int]:
-    """(success rate, mean return, episodes) over ``episodes`` episodes."""
-    venv = make_vec_env(env_id, n_envs, env_kwargs=model.env_kwargs)
-    obs, _ = venv.reset(seed=seed)
-    state, starts = None, np.ones(n_envs, dtype=bool)
-    returns, successes, running = [], [], np.zeros(n_envs)
-    while len(returns) < episodes:
-        actions, state = model.predict(obs, state, starts, deterministic=deterministic)
-        obs, rew, term, trunc, info = venv.step(actions)
-        running += rew
-        starts = term | trunc
-        final = info.get("final_info", {})
-        for i in np.flatnonzero(starts):
-            returns.append(running[i])
-            running[i] = 0.0
-            successes.append(float(final.get("success", np.zeros(n_envs))[i]))
-    venv.close()
-    return float(np.mean(successes[:episodes])), float(np.mean(returns[:episodes])), episodes
 
 
 @torch.no_grad()
@@ -148,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=100, help="episodes to evaluate")
     parser.add_argument("--n-envs", type=int, default=8, help="parallel evaluation envs")
     parser.add_argument("--env", default=None, help="env id (default: the run's own)")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE",
+                        help="arguments of gymnasium.make for the env, over the run's own (e.g. "
+                             "min_length=150 max_length=200 on the corridor)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--stochastic", action="store_true",
@@ -166,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     env_id = args.env or str(model.env_id)
     det = not args.stochastic
-    rate, ret, n = success_rate(model, env_id, args.episodes, args.n_envs, args.seed, det)
-    print(f"{model.policy_name} on {env_id}: success rate {rate:.3f}, mean return {ret:.3f} "
-          f"over {n} episodes")
+    env_kwargs = {**model.env_kwargs, **parse_kv(args.env_kwargs, "--env-kwargs")}
+    try:
+        out = evaluate(model, env_id, args.episodes, n_envs=args.n_envs, seed=args.seed,
+                       deterministic=det, env_kwargs=env_kwargs)
+    except (TypeError, ValueError) as err:  # e.g. an argument the env does not take
+        parser.error(f"cannot evaluate on {env_id} with {env_kwargs}: {err}")
+    print(f"{model.policy_name} on {env_id}: success rate {out['success'].mean():.3f}, "
+          f"mean return {out['return'].mean():.3f}, mean length {out['length'].mean():.1f} "
+          f"over {args.episodes} episodes")
     if args.gif or args.memory_png:
         frames, auxes, ok = record_episode(model, env_id, args.seed, det, bool(args.gif))
         if args.gif:

@@ -42,15 +42,25 @@ DEFAULT_STEPS = 5_000_000
 #: (with 16 envs most rollouts held no reward), so it gets 64 envs. For PPO (README, "Learning";
 #: seed 0, 3M steps, each alternative measured): with an entropy bonus from the start the policy
 #: never learned to walk to the doors (0.003: uniform, no reward in 410k steps); with none
-#: (raw advantages) it walked there within 70k steps but settled on one door whatever the colour
-#: (0.5 to 1.9M steps); normalised advantages with entropy 0.001 walked there by 200k, guessed
-#: to 1.3M and collapsed. Switching a bonus of 0.0005 on after 200 updates (819,200 steps) reopened
-#: the door choice: training success 0.83-1.00 from 1.72M to 1.90M steps, not yet stable.
+#: (raw advantages) it walked there within 70k steps but then settled on one door; so the bonus
+#: (0.0005, the paper's) is switched on after 200 updates (819,200 steps), once the walk is learned.
 ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "MemoRL/Corridor-v0": {
         "ppo": {"n_envs": 64, "ent_coef": 0.0005, "ent_start_step": 819_200},
         "a2c": {"n_envs": 64},
     },
+}
+
+#: memory hyperparameters per env id and policy, used where --policy-kwargs does not set them.
+#: Expire-Span on the full corridor trains without the span penalty: the first reward comes only
+#: after some 25k steps of random walking, and until then the penalty is the only consistent
+#: gradient on the span predictors, which Adam turns into full-size steps whatever alpha is. With
+#: the paper's alpha = 5e-6 the mean span fell from 20 to 3 within 100k steps and every memory
+#: of the ball was gone before it was needed (success 0.5 beyond ~20 cells); with alpha = 0 the
+#: spans grew with the corridors solved (mean ~90 by 700k steps) and success at lengths 10..150
+#: reached 1.00 (README, "Learning").
+POLICY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "MemoRL/Corridor-v0": {"expire_span": {"alpha": 0.0}},
 }
 
 
@@ -114,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", default="corridor",
                         help="env short name (corridor, portal, instruction, ...) or a "
                              "registered gymnasium id; the full corridor has its own defaults: "
-                             "64 envs; for PPO entropy 0.0005 from step 819200")
+                             "64 envs; for PPO entropy 0.0005 from step 819200; for "
+                             "expire_span alpha=0 (no span penalty)")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE",
                         help="arguments of gymnasium.make for the env")
     parser.add_argument("--policy", default=default_policy(), choices=available_policies(),
@@ -177,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in ENV_DEFAULTS.get(env_id, {}).get(args.algo, {}).items():
             overrides.setdefault(key, value)
     policy_kwargs = parse_kv(args.policy_kwargs, "--policy-kwargs")
+    if not args.resume:
+        for key, value in POLICY_DEFAULTS.get(env_id, {}).get(args.policy, {}).items():
+            policy_kwargs.setdefault(key, value)
     env_kwargs = parse_kv(args.env_kwargs, "--env-kwargs")
     if args.total_steps < 1:
         parser.error(f"--total-steps must be >= 1, got {args.total_steps}")

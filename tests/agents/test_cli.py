@@ -84,20 +84,24 @@ def test_full_corridor_defaults_apply_unless_given(train, monkeypatch, tmp_path)
         pass
 
     def fake_init(self, policy, env, config, **kw):
-        seen.update(n_envs=config.n_envs, ent=config.ent_coef, start=config.ent_start_step)
+        seen.update(n_envs=config.n_envs, ent=config.ent_coef, start=config.ent_start_step,
+                    kw=dict(config.policy_kwargs))
         raise Stop
 
     monkeypatch.setattr(train.ALGORITHMS["ppo"], "__init__", fake_init)
     with pytest.raises(Stop):
         train.main(["--env", "corridor", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200}
+    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200, "kw": {"alpha": 0.0}}
     with pytest.raises(Stop):
         train.main(["--env", "corridor", "--n-envs", "8", "--ent-start-step", "0", "--log-dir",
-                    str(tmp_path)])
-    assert seen == {"n_envs": 8, "ent": 0.0005, "start": 0}
+                    str(tmp_path), "--policy-kwargs", "alpha=1e-6", "ramp=8"])
+    assert seen == {"n_envs": 8, "ent": 0.0005, "start": 0, "kw": {"alpha": 1e-6, "ramp": 8}}
+    with pytest.raises(Stop):  # the span penalty's default is Expire-Span's alone
+        train.main(["--env", "corridor", "--policy", "gru", "--log-dir", str(tmp_path)])
+    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200, "kw": {}}
     with pytest.raises(Stop):
         train.main(["--env", "MemoRL/Corridor-L10-v0", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 32, "ent": 0.003, "start": 0}
+    assert seen == {"n_envs": 32, "ent": 0.003, "start": 0, "kw": {}}
 
 
 def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
@@ -119,3 +123,46 @@ def test_learning_seeds_refuses_bad_input(capsys):
     assert "--total-steps must be >= 1, got 0" in msg
     msg = refused(seeds.main, ["--policy", "nope"], capsys)
     assert "invalid choice: 'nope'" in msg
+
+
+@pytest.fixture(scope="module")
+def tiny_corridor_checkpoint(tmp_path_factory):
+    """An untrained Expire-Span PPO agent of the full corridor, saved (a checkpoint to evaluate)."""
+    from agents import PPO
+
+    path = tmp_path_factory.mktemp("ckpt") / "agent.pt"
+    PPO("expire_span", "MemoRL/Corridor-v0", n_envs=2, n_minibatches=2, tensorboard_log=None,
+        seed=0).save(path)
+    return path
+
+
+def test_evaluate_agent_reports_and_takes_env_kwargs(tiny_corridor_checkpoint, capsys):
+    evaluate = load_script("evaluate_agent")
+    code = evaluate.main([str(tiny_corridor_checkpoint), "--episodes", "4", "--n-envs", "2",
+                          "--env-kwargs", "min_length=3", "max_length=3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "success rate" in out and "over 4 episodes" in out
+    mean_length = float(out.split("mean length ")[1].split()[0])
+    assert mean_length <= 2 * 3 + 20  # episodes of the 3-cell corridor, not the run's 3..200
+    msg = refused(evaluate.main, [str(tiny_corridor_checkpoint), "--env-kwargs", "lenght=3"],
+                  capsys)
+    assert "lenght" in msg
+
+
+def test_corridor_lengths_table_and_picture(tiny_corridor_checkpoint, capsys, tmp_path):
+    lengths = load_script("corridor_lengths")
+    png = tmp_path / "len.png"
+    code = lengths.main([str(tiny_corridor_checkpoint), "--lengths", "3", "5", "--episodes", "4",
+                         "--n-envs", "2", "--png", str(png)])
+    assert code == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 3 |") or
+            line.startswith("| 5 |")]
+    assert len(rows) == 2
+    for row in rows:  # success + wrong door + truncated = 1
+        cells = [float(c) for c in row.strip("|").split("|")[1:4]]
+        assert sum(cells) == pytest.approx(1.0)
+    assert png.stat().st_size > 0
+    msg = refused(lengths.main, [str(tiny_corridor_checkpoint), "--lengths", "2", "7"], capsys)
+    assert "--lengths must lie in [3, 10000], got [2]" in msg

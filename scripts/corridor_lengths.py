@@ -1,0 +1,119 @@
+"""Success of a trained corridor agent against the corridor's length: where its memory gives out.
+
+    python scripts/corridor_lengths.py runs/<run>/checkpoint.pt
+    python scripts/corridor_lengths.py CKPT --lengths 3 50 100 150 200 --episodes 200 --png len.png
+
+For each length the agent plays ``--episodes`` episodes of a corridor of exactly that length (the
+run's env with ``min_length = max_length = length``) and the script prints a table of success,
+wrong-door and truncation rates; ``--png`` draws success against length. An agent that remembers
+the ball's colour scores 1 at every length; one that has forgotten it by the doors scores about
+0.5 from some length on; truncations mean it did not walk to the doors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.checkpoint import CheckpointError  # noqa: E402
+from agents.evaluation import evaluate  # noqa: E402
+from agents.vec import resolve_env  # noqa: E402
+from evaluate_agent import load_agent  # noqa: E402
+
+DEFAULT_LENGTHS = [3, 10, 25, 50, 75, 100, 125, 150, 175, 200]
+
+
+def length_table(model, env_id: str, lengths: list[int], episodes: int, n_envs: int, seed: int,
+                 deterministic: bool) -> list[dict[str, float]]:
+    """One row per length: success, wrong-door and truncation rates, mean episode length."""
+    rows = []
+    for length in lengths:
+        kwargs = {**model.env_kwargs, "min_length": length, "max_length": length}
+        out = evaluate(model, env_id, episodes, n_envs=n_envs, seed=seed,
+                       deterministic=deterministic, env_kwargs=kwargs)
+        # the corridor truncates after 2 * length + 20 steps; a door ends an episode earlier
+        truncated = out["length"] >= 2 * length + 20
+        rows.append({
+            "length": length,
+            "success": float(out["success"].mean()),
+            "wrong_door": float(np.mean(~truncated & (out["success"] == 0))),
+            "truncated": float(truncated.mean()),
+            "steps": float(out["length"].mean()),
+        })
+    return rows
+
+
+def plot(rows: list[dict[str, float]], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["length"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, [r["success"] for r in rows], "o-", label="success")
+    ax.plot(x, [r["wrong_door"] for r in rows], "s--", label="wrong door")
+    ax.plot(x, [r["truncated"] for r in rows], "^:", label="truncated")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("corridor length (cells)")
+    ax.set_ylabel("fraction of episodes")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint of a run on a corridor env")
+    parser.add_argument("--lengths", type=int, nargs="+", default=DEFAULT_LENGTHS,
+                        help="corridor lengths to evaluate (3 to 10000)")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per length")
+    parser.add_argument("--n-envs", type=int, default=50, help="parallel evaluation envs")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="sample actions (default: the most likely action)")
+    parser.add_argument("--png", default=None, help="write success against length here")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    if args.n_envs < 1:
+        parser.error(f"--n-envs must be >= 1, got {args.n_envs}")
+    bad = [n for n in args.lengths if not 3 <= n <= 10_000]
+    if bad:
+        parser.error(f"--lengths must lie in [3, 10000], got {bad}")
+    try:
+        model = load_agent(args.checkpoint, args.device)
+    except (CheckpointError, ValueError) as err:
+        parser.error(str(err))
+    env_id = resolve_env(str(model.env_id))
+    if "Corridor" not in env_id:
+        parser.error(f"the checkpoint's env is {env_id}, not a corridor (MemoRL/Corridor-*)")
+    mode = "stochastic" if args.stochastic else "deterministic"
+    rows = length_table(model, env_id, sorted(set(args.lengths)), args.episodes, args.n_envs,
+                        args.seed, not args.stochastic)
+    print(f"{model.policy_name} from {args.checkpoint}, {args.episodes} episodes per length, "
+          f"{mode} actions\n")
+    print("| length | success | wrong door | truncated | mean steps |")
+    print("|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['length']} | {r['success']:.3f} | {r['wrong_door']:.3f} | "
+              f"{r['truncated']:.3f} | {r['steps']:.1f} |")
+    print(f"\nmean over these lengths: {np.mean([r['success'] for r in rows]):.3f}")
+    if args.png:
+        plot(rows, args.png, f"{model.policy_name}: success against corridor length ({mode})")
+        print(f"picture -> {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
