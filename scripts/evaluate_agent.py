@@ -35,13 +35,14 @@ def load_agent(path: str, device: str):
 
 
 @torch.no_grad()
-def record_episode(model, env_id: str, seed: int, deterministic: bool, want_frames: bool):
+def record_episode(model, env_id: str, seed: int, deterministic: bool, want_frames: bool,
+                   env_kwargs: dict | None = None):
     """One episode in one env: frames (if asked) and the memory's aux at every step."""
     import gymnasium as gym
 
     import envs  # noqa: F401
 
-    kwargs = dict(model.env_kwargs)
+    kwargs = dict(model.env_kwargs if env_kwargs is None else env_kwargs)
     if want_frames:
         kwargs["render_mode"] = "rgb_array"
     env = gym.make(env_id, **kwargs)
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
           f"mean return {out['return'].mean():.3f}, mean length {out['length'].mean():.1f} "
           f"over {args.episodes} episodes")
     if args.gif or args.memory_png:
-        frames, auxes, ok = record_episode(model, env_id, args.seed, det, bool(args.gif))
+        frames, auxes, ok = record_episode(model, env_id, args.seed, det, bool(args.gif),
+                                           env_kwargs)
         if args.gif:
             import imageio.v2 as imageio
 

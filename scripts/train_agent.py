@@ -35,8 +35,9 @@ from policies.memory import memory_class  # noqa: E402
 
 #: config fields that have their own, differently named options (or none)
 RENAMED = {"policy_kwargs": None, "seed": "--seed", "device": "--device"}
-#: default total steps
-DEFAULT_STEPS = 5_000_000
+#: default total steps: enough for the full corridor (README, "Learning"; the learning rate
+#: decays to zero over them)
+DEFAULT_STEPS = 3_000_000
 #: trainer defaults per env id and algorithm, used where the command line does not set them. The
 #: full corridor (lengths 3..200) rewards only at its far end, which a random walk rarely reaches
 #: (with 16 envs most rollouts held no reward), so it gets 64 envs. For PPO (README, "Learning";
