@@ -2,9 +2,13 @@
 
     python scripts/plot_runs.py runs/ --tag charts/success_rate --out success.png
     python scripts/plot_runs.py runs/A runs/B --tag charts/episodic_return --smooth 0.8
+    python scripts/plot_runs.py runs/A runs/B --tag charts/success_rate memory/span_mean \
+        --labels "alpha 0" "alpha 5e-6" --out curves.png
 
 Each argument is a run directory or a directory of runs (every directory below it holding event
-files is a run). Runs are labelled by their directory name (``<env>__<policy>__<seed>__<time>``).
+files is a run). Several tags give one panel each, side by side. Runs are labelled by their
+directory name (``<env>__<policy>__<seed>__<time>``) unless ``--labels`` names them (in the order
+of the sorted run directories).
 """
 
 from __future__ import annotations
@@ -50,11 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("paths", nargs="+", help="run directories or directories of runs")
-    parser.add_argument("--tag", default="charts/success_rate", help="scalar tag to plot")
+    parser.add_argument("--tag", nargs="+", default=["charts/success_rate"],
+                        help="scalar tag(s) to plot, one panel each")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="legend labels, one per run (default: the run directory names)")
     parser.add_argument("--smooth", type=float, default=0.6,
                         help="exponential smoothing weight in [0, 1)")
     parser.add_argument("--out", default="learning_curves.png", help="output PNG")
-    parser.add_argument("--title", default=None, help="figure title (default: the tag)")
+    parser.add_argument("--title", default=None,
+                        help="figure title (default: the tag, for one tag; none for several)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.smooth < 1.0:
         parser.error(f"--smooth must be in [0, 1), got {args.smooth}")
@@ -67,26 +75,39 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    plotted = 0
-    for run in runs:
-        data = read_scalar(run, args.tag)
-        if data is None:
-            print(f"{run}: no {args.tag!r} scalars, skipped", file=sys.stderr)
-            continue
-        steps, values = data
-        ax.plot(steps, smooth(values, args.smooth), label=run.name)
-        plotted += 1
+    if args.labels is not None and len(args.labels) != len(runs):
+        parser.error(f"--labels needs one label per run ({len(runs)}: "
+                     f"{', '.join(r.name for r in runs)}), got {len(args.labels)}")
+    labels = args.labels or [run.name for run in runs]
+    tags = args.tag
+    fig, axes = plt.subplots(1, len(tags), figsize=(8 if len(tags) == 1 else 5 * len(tags), 4.5),
+                             squeeze=False)
+    plotted = set()
+    for ax, tag in zip(axes[0], tags, strict=True):
+        for run, label in zip(runs, labels, strict=True):
+            data = read_scalar(run, tag)
+            if data is None:
+                print(f"{run}: no {tag!r} scalars, skipped", file=sys.stderr)
+                continue
+            steps, values = data
+            ax.plot(steps, smooth(values, args.smooth), label=label)
+            plotted.add(run)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(tag)
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize="small")
+        if len(tags) > 1:
+            ax.set_title(tag)
     if not plotted:
-        parser.error(f"no run has the tag {args.tag!r}")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel(args.tag)
-    ax.set_title(args.title or args.tag)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+        parser.error(f"no run has the tag(s) {', '.join(map(repr, tags))}")
+    if len(tags) == 1:
+        axes[0][0].set_title(args.title or tags[0])
+    elif args.title:
+        fig.suptitle(args.title)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
-    print(f"{plotted} run(s) -> {args.out}")
+    print(f"{len(plotted)} run(s) -> {args.out}")
     return 0
 
 

@@ -166,3 +166,22 @@ def test_corridor_lengths_table_and_picture(tiny_corridor_checkpoint, capsys, tm
     assert png.stat().st_size > 0
     msg = refused(lengths.main, [str(tiny_corridor_checkpoint), "--lengths", "2", "7"], capsys)
     assert "--lengths must lie in [3, 10000], got [2]" in msg
+
+
+def test_plot_runs_draws_a_panel_per_tag(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    for name in ("run_a", "run_b"):
+        with SummaryWriter(tmp_path / name) as writer:
+            for step in range(5):
+                writer.add_scalar("charts/success_rate", step / 4, step * 100)
+                writer.add_scalar("memory/span_mean", 20 - step, step * 100)
+    plot = load_script("plot_runs")
+    out = tmp_path / "curves.png"
+    assert plot.main([str(tmp_path), "--tag", "charts/success_rate", "memory/span_mean",
+                      "--labels", "A", "B", "--out", str(out)]) == 0
+    assert "2 run(s)" in capsys.readouterr().out and out.stat().st_size > 0
+    msg = refused(plot.main, [str(tmp_path), "--labels", "A"], capsys)
+    assert "--labels needs one label per run (2: run_a, run_b), got 1" in msg
+    msg = refused(plot.main, [str(tmp_path), "--tag", "nope"], capsys)
+    assert "no run has the tag(s) 'nope'" in msg
