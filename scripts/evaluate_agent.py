@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents import ALGORITHMS  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
+from agents.vec import resolve_env  # noqa: E402
 from train_agent import parse_kv  # noqa: E402
 
 
@@ -148,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load_agent(args.checkpoint, args.device)
     except (CheckpointError, ValueError) as err:
         parser.error(str(err))
-    env_id = args.env or str(model.env_id)
+    try:
+        env_id = resolve_env(args.env or str(model.env_id))
+    except ValueError as err:
+        parser.error(str(err))
     det = not args.stochastic
     env_kwargs = {**model.env_kwargs, **parse_kv(args.env_kwargs, "--env-kwargs")}
     try:

@@ -7,8 +7,8 @@
 
 Each argument is a run directory or a directory of runs (every directory below it holding event
 files is a run). Several tags give one panel each, side by side. Runs are labelled by their
-directory name (``<env>__<policy>__<seed>__<time>``) unless ``--labels`` names them (in the order
-of the sorted run directories).
+directory name (``<env>__<policy>__<seed>__<time>``) unless ``--labels`` names them, in the order
+the runs are found: the paths in the order given, the runs under each path sorted by name.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ import numpy as np
 
 
 def find_runs(paths: list[str]) -> list[Path]:
-    runs: set[Path] = set()
+    """The runs under ``paths``: in the order of the paths, sorted by name under each."""
+    runs: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
             raise SystemExit(f"error: {p} does not exist")
-        for ev in p.rglob("events.out.tfevents.*"):
-            runs.add(ev.parent)
-    return sorted(runs)
+        for run in sorted({ev.parent for ev in p.rglob("events.out.tfevents.*")}):
+            if run not in runs:
+                runs.append(run)
+    return runs
 
 
 def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
