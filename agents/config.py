@@ -95,6 +95,11 @@ class AgentConfig:
     aux_coef: float = 1.0
     """Weight of every memory auxiliary loss (aux["loss_*"] and Memory.auxiliary_losses)."""
 
+    aux_start_step: int = 0
+    """Steps (counted from the run's start) before which the memory auxiliary losses are off, as
+    ent_start_step for the entropy bonus: e.g. Expire-Span's span penalty, which before the first
+    rewards is the only consistent gradient on the spans and shrinks them all (0: always on)."""
+
     max_grad_norm: float = 0.5
     """Gradient norm clip (0 disables clipping)."""
 
@@ -148,8 +153,9 @@ class AgentConfig:
         for name in ("n_envs", "rollout_len", "bptt_len", "mrbp_chunk_len", "n_epochs",
                      "n_minibatches", "max_nonfinite", "log_every"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, ">= 1")
-        need(isinstance(self.ent_start_step, int) and self.ent_start_step >= 0, "ent_start_step",
-             "an integer >= 0")
+        for name in ("ent_start_step", "aux_start_step"):
+            need(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name,
+                 "an integer >= 0")
         need(0.0 <= self.gamma <= 1.0, "gamma", "in [0, 1]")
         need(0.0 <= self.gae_lambda <= 1.0, "gae_lambda", "in [0, 1]")
         need(self.clip_coef is None or self.clip_coef > 0, "clip_coef", "> 0 or None")

@@ -374,6 +374,8 @@ class ActorCriticTrainer:
         policy.train(cfg.update_train_mode)
         if self.num_timesteps < cfg.ent_start_step:  # the entropy bonus is not on yet
             cfg = dataclasses.replace(cfg, ent_coef=0.0)
+        if self.num_timesteps < cfg.aux_start_step:  # nor the memory auxiliary losses
+            cfg = dataclasses.replace(cfg, aux_coef=0.0)
         loss_fn = make_loss_fn(policy, cfg)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
         totals: dict[str, torch.Tensor] = {}

@@ -90,6 +90,27 @@ def test_entropy_bonus_starts_at_ent_start_step():
         PPO("gru", ENV, tensorboard_log=None, ent_start_step=-1)
 
 
+def test_memory_losses_start_at_aux_start_step():
+    """Before ``aux_start_step`` the update is exactly the one without Expire-Span's span
+    penalty; from it on, the penalty acts."""
+
+    def params_after(alpha, **kw):
+        model = PPO("expire_span", ENV, tensorboard_log=None, seed=0,
+                    policy_kwargs={"alpha": alpha}, **TINY, **kw)
+        model.learn(4 * 32, progress_bar=False)
+        return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
+
+    no_penalty = params_after(0.0)
+    penalty = params_after(0.5)
+    assert not torch.equal(penalty, no_penalty)
+    assert torch.equal(params_after(0.5, aux_start_step=10**9), no_penalty)
+    assert torch.equal(params_after(0.5, aux_start_step=0), penalty)
+    late = params_after(0.5, aux_start_step=2 * 32)  # the last two updates
+    assert not torch.equal(late, no_penalty) and not torch.equal(late, penalty)
+    with pytest.raises(ValueError, match="aux_start_step must be an integer >= 0, got -2"):
+        PPO("gru", ENV, tensorboard_log=None, aux_start_step=-2)
+
+
 def test_a2c_trains():
     model = A2C("gru", ENV, tensorboard_log=None, n_envs=2, rollout_len=20, bptt_len=10)
     assert isinstance(model.optimizer, torch.optim.RMSprop)
