@@ -71,7 +71,11 @@ class ExpireSpanMemory(CachedTransformerMemory):
             input_dim: size of each input step.
             max_span: the maximum span ``L``; spans lie in ``[0, L]`` (paper's corridor: 200).
             ramp: length ``R`` of the soft mask's ramp, in steps (paper's RL tasks: 16).
-            alpha: coefficient of the span penalty (paper's corridor: 5e-6).
+            alpha: coefficient of the span penalty (paper's corridor: 5e-6). Under Adam its size
+                matters little while the task gives no gradient (before an RL agent's first
+                rewards): the penalty is then the only consistent push on the spans and shrinks
+                them all at the learning rate's pace; ``scripts/train_agent.py`` trains the full
+                corridor with 0, or see the trainer's ``aux_start_step``.
             num_layers: transformer layers (paper's RL agents: 2).
             d_model: hidden units (also the output size; paper's RL agents: 64).
             num_heads: attention heads; must divide ``d_model``.
