@@ -22,10 +22,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaluate_agent import (  # noqa: E402
+    add_episode_options,
+    check_episode_options,
+    load_agent,
+)
+
 from agents.checkpoint import CheckpointError  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
-from evaluate_agent import load_agent  # noqa: E402
 
 DEFAULT_LENGTHS = [3, 10, 25, 50, 75, 100, 125, 150, 175, 200]
 
@@ -84,18 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                              "their paths)")
     parser.add_argument("--lengths", type=int, nargs="+", default=DEFAULT_LENGTHS,
                         help="corridor lengths to evaluate (3 to 10000)")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes per length")
-    parser.add_argument("--n-envs", type=int, default=50, help="parallel evaluation envs")
-    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
-    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--stochastic", action="store_true",
-                        help="sample actions (default: the most likely action)")
+    add_episode_options(parser, "episodes per length", n_envs=50)
     parser.add_argument("--png", default=None, help="write success against length here")
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be >= 1, got {args.episodes}")
-    if args.n_envs < 1:
-        parser.error(f"--n-envs must be >= 1, got {args.n_envs}")
+    check_episode_options(parser, args)
     bad = [n for n in args.lengths if not 3 <= n <= 10_000]
     if bad:
         parser.error(f"--lengths must lie in [3, 10000], got {bad}")

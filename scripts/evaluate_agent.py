@@ -20,11 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train_agent import parse_kv  # noqa: E402
+
 from agents import ALGORITHMS  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
-from train_agent import parse_kv  # noqa: E402
 
 
 def load_agent(path: str, device: str):
@@ -123,28 +124,38 @@ def plot_memory(auxes: list[dict[str, torch.Tensor]], path: str, title: str) -> 
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("checkpoint", help="checkpoint written by train_agent.py")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes to evaluate")
-    parser.add_argument("--n-envs", type=int, default=8, help="parallel evaluation envs")
-    parser.add_argument("--env", default=None, help="env id (default: the run's own)")
-    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE",
-                        help="arguments of gymnasium.make for the env, over the run's own (e.g. "
-                             "min_length=150 max_length=200 on the corridor)")
+def add_episode_options(parser: argparse.ArgumentParser, episodes_help: str,
+                        n_envs: int) -> None:
+    """The options of how episodes are played: --episodes, --n-envs, --seed, --device and
+    --stochastic (checked by :func:`check_episode_options`)."""
+    parser.add_argument("--episodes", type=int, default=100, help=episodes_help)
+    parser.add_argument("--n-envs", type=int, default=n_envs, help="parallel evaluation envs")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--stochastic", action="store_true",
                         help="sample actions (default: the most likely action)")
+
+
+def check_episode_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("episodes", "n_envs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint written by train_agent.py")
+    add_episode_options(parser, "episodes to evaluate", n_envs=8)
+    parser.add_argument("--env", default=None, help="env id (default: the run's own)")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE",
+                        help="arguments of gymnasium.make for the env, over the run's own (e.g. "
+                             "min_length=150 max_length=200 on the corridor)")
     parser.add_argument("--gif", default=None, help="write a GIF of one episode here")
     parser.add_argument("--memory-png", default=None,
                         help="write a picture of what the memory kept over one episode here")
     args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be >= 1, got {args.episodes}")
-    if args.n_envs < 1:
-        parser.error(f"--n-envs must be >= 1, got {args.n_envs}")
+    check_episode_options(parser, args)
     try:
         model = load_agent(args.checkpoint, args.device)
     except (CheckpointError, ValueError) as err:
