@@ -45,7 +45,9 @@ def evaluate(
     policy acts in eval mode, the most likely action when ``deterministic``.
 
     Returns arrays of length ``episodes`` in env-major order: ``success`` (``info["success"]``;
-    0 for an episode without the flag), ``return`` and ``length`` (steps).
+    0 for an episode without the flag), ``return`` and ``length`` (steps); and ``memory_size``,
+    one entry per evaluation step: the memories the policy attended per layer at that step
+    (``aux["memory_size"]``), averaged over the envs.
     """
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
@@ -61,11 +63,14 @@ def evaluate(
         policy = model.policy.eval()
         state = policy.initial_state(n_envs, model.device)
         missing = int(quota.sum())
+        sizes: list[torch.Tensor] = []
         while missing > 0:
             out = policy.act(stepper.obs, state, stepper.episode_starts,
                              deterministic=deterministic)
             res = stepper.step(policy.to_env_actions(out.actions))
             state = out.state
+            if "memory_size" in out.aux:
+                sizes.append(out.aux["memory_size"].float().reshape(()))
             for ep in res.episodes:
                 i = int(ep["env"])
                 if len(kept[i]) < quota[i]:
@@ -78,6 +83,7 @@ def evaluate(
         "success": np.array([float(ep.get("success", 0.0)) for ep in flat]),
         "return": np.array([ep["return"] for ep in flat]),
         "length": np.array([ep["length"] for ep in flat]),
+        "memory_size": torch.stack(sizes).cpu().numpy() if sizes else np.zeros(0),
     }
 
 

@@ -172,7 +172,9 @@ class ActorCriticTrainer:
         self.dist.broadcast_module(self.policy)
         if self.dist.rank > 0:
             _seed_everything(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
-        params = self.policy.parameters()
+        params = [
+            dict(g, lr=cfg.lr * g["lr_scale"]) for g in self.policy.param_groups() if g["params"]
+        ]
         if cfg.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5)
         else:
@@ -271,7 +273,7 @@ class ActorCriticTrainer:
                 if cfg.anneal_lr:
                     frac = max(0.0, 1.0 - self.num_timesteps / total_timesteps)
                     for g in self.optimizer.param_groups:
-                        g["lr"] = cfg.lr * frac
+                        g["lr"] = cfg.lr * frac * g.get("lr_scale", 1.0)
                 t0 = time.perf_counter()
                 episodes, rollout_aux = self._collect(buffer)
                 t1 = time.perf_counter()

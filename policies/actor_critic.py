@@ -107,6 +107,15 @@ class ActorCritic(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups, each with an ``lr_scale`` (a multiple of the optimizer's
+        learning rate): the memory's own groups (``memory.param_groups()`` where it has one) and
+        one group of everything else."""
+        groups = self.memory.param_groups() if hasattr(self.memory, "param_groups") else []
+        ids = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest, "lr_scale": 1.0}, *[g for g in groups if g["params"]]]
+
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """The memory state of ``batch_size`` fresh episodes."""
         return self.memory.initial_state(batch_size, self.device if device is None else device)

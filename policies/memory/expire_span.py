@@ -65,6 +65,10 @@ class ExpireSpanMemory(CachedTransformerMemory):
         init_span_fraction: float = 0.1,
         position_window: int = 32,
         random_shortening: bool = True,
+        span_lr_scale: float = 1.0,
+        span_eps: float | None = None,
+        penalty_trains_memories: bool = True,
+        span_input_norm: bool = False,
     ) -> None:
         """
         Args:
@@ -89,6 +93,21 @@ class ExpireSpanMemory(CachedTransformerMemory):
                 back (section 4.2 "Position Embedding"); 0 disables them.
             random_shortening: in training mode, draw ``l ~ U(0, L)`` per call and attend to
                 nothing farther than ``l`` steps back (section 4.2 "Regularization").
+            span_lr_scale: the span predictors' learning rate as a multiple of the optimizer's
+                (their own parameter group, :meth:`param_groups`).
+            span_eps: the span predictors' optimizer epsilon (None: the optimizer's). Adam and
+                RMSprop divide a gradient by its running RMS plus eps, so a small but consistent
+                gradient (the span penalty's, before the task rewards anything) moves the spans
+                at the full learning rate however small alpha is; with an eps above the
+                penalty's gradient the step shrinks with the gradient, as plain gradient
+                descent's would.
+            penalty_trains_memories: whether the span penalty's gradient also reaches the
+                memories ``h_i`` (and so every layer below the span predictor); False trains only
+                the predictor's ``(w, b)`` with it (the paper: "w and b are the only new
+                parameters").
+            span_input_norm: predict each span from the layer's LayerNormed memory (the input
+                its attention sees) instead of the raw residual stream, whose scale drifts in
+                training and moves ``w . h`` with it.
         """
         if isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not ramp > 0:
             raise ValueError(f"ramp must be a number > 0, got {ramp!r}")
@@ -107,6 +126,14 @@ class ExpireSpanMemory(CachedTransformerMemory):
             position_window=position_window,
             random_shortening=random_shortening,
         )
+        if not span_lr_scale > 0:
+            raise ValueError(f"span_lr_scale must be a number > 0, got {span_lr_scale!r}")
+        self.span_lr_scale = float(span_lr_scale)
+        if span_eps is not None and not span_eps > 0:
+            raise ValueError(f"span_eps must be None or a number > 0, got {span_eps!r}")
+        self.span_eps = span_eps
+        self.penalty_trains_memories = bool(penalty_trains_memories)
+        self.span_input_norm = bool(span_input_norm)
         self.ramp = float(ramp)
         self.alpha = float(alpha)
         self.span_predictors = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(num_layers))
@@ -115,12 +142,25 @@ class ExpireSpanMemory(CachedTransformerMemory):
             nn.init.normal_(pred.weight, std=0.02)
             nn.init.constant_(pred.bias, bias)
 
+    def param_groups(self) -> list[dict]:
+        """The span predictors in a parameter group of their own (``lr_scale``), the rest in
+        another."""
+        spans = list(self.span_predictors.parameters())
+        ids = {id(p) for p in spans}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        group = {"params": spans, "lr_scale": self.span_lr_scale}
+        if self.span_eps is not None:
+            group["eps"] = self.span_eps
+        return [{"params": rest, "lr_scale": 1.0}, group]
+
     def capacity(self) -> int:
         # a memory survives a call only while its distance to the next step is < e + R <= L + R
         return math.ceil(self.max_span + self.ramp) - 1
 
     def spans(self, layer: int, h: Tensor) -> Tensor:
         """``e = L * sigmoid(w . h + b)`` of ``layer`` for memories ``h`` (..., d_model): (...)."""
+        if self.span_input_norm:
+            h = self.layers[layer].norm_att(h)
         return self.max_span * torch.sigmoid(self.span_predictors[layer](h).squeeze(-1))
 
     def _key_spans(self, layer: int, keys: Tensor) -> Tensor:
@@ -136,21 +176,28 @@ class ExpireSpanMemory(CachedTransformerMemory):
         return expire_soft_mask(next_dist.unsqueeze(1), span, self.ramp).squeeze(1) > 0
 
     def _layer_aux(
-        self, dist: Tensor, visible: Tensor, soft: Tensor | None, span: Tensor | None
+        self, dist: Tensor, visible: Tensor, soft: Tensor | None, span: Tensor | None,
+        *, layer: int, keys: Tensor,
     ) -> dict[str, Tensor]:
         b, t, _ = dist.shape
+        new_spans = span[:, -t:]
+        if not self.penalty_trains_memories:
+            # the same spans, with the penalty's gradient reaching the span predictor only
+            span = self.spans(layer, keys.detach())
         # each memory's span is charged once over its ramp: a pair (t, i) in the ramp adds
         # e_i / R, and a memory spends R steps in its ramp; so the penalty does not depend on
         # how the sequence is cut into calls
         ramp_pairs = visible & (soft < 1)
         penalty = (span.unsqueeze(1) * ramp_pairs.to(span.dtype)).sum() / (self.ramp * t * b)
-        return {"loss": self.alpha * penalty, "new_spans": span[:, -t:]}
+        return {"loss": self.alpha * penalty, "new_spans": new_spans}
 
     def _combine_aux(self, per_layer: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {
             "loss_expire_span": torch.stack([a["loss"] for a in per_layer]).sum(),
             "span_mean": torch.stack([a["new_spans"].mean() for a in per_layer]).mean().detach(),
             "spans": per_layer[-1]["new_spans"].t().detach(),
+            **{f"span_mean_layer{i}": a["new_spans"].mean().detach()
+               for i, a in enumerate(per_layer)},
             # (T, B, num_layers): each step's span in every layer, for pictures of what is kept
             "spans_per_layer": torch.stack([a["new_spans"].t() for a in per_layer], -1).detach(),
         }

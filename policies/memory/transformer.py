@@ -184,9 +184,11 @@ class CachedTransformerMemory(Memory):
         return next_dist <= self.max_span
 
     def _layer_aux(
-        self, dist: Tensor, visible: Tensor, soft: Tensor | None, span: Tensor | None
+        self, dist: Tensor, visible: Tensor, soft: Tensor | None, span: Tensor | None,
+        *, layer: int, keys: Tensor,
     ) -> dict[str, Tensor]:
-        """Auxiliary terms of one layer (losses, diagnostics), from its (B, T, K) masks."""
+        """Auxiliary terms of one layer (losses, diagnostics), from its (B, T, K) masks and the
+        memories ``keys`` (B, K, D) they mask."""
         return {}
 
     def _combine_aux(self, per_layer: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -250,7 +252,7 @@ class CachedTransformerMemory(Memory):
             allowed, soft = self._attention_mask(dist, span)
             vis = vis & allowed
             attended = attended + (vis & (dist > 0)).sum(dim=2).to(x.dtype).mean()
-            layer_aux.append(self._layer_aux(dist, vis, soft, span))
+            layer_aux.append(self._layer_aux(dist, vis, soft, span, layer=l, keys=keys))
             att_vis = vis if limit is None else vis & (dist <= limit)
             h_next = layer(h, mem, dist, att_vis, soft)
 
