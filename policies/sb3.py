@@ -291,6 +291,16 @@ class PackedMemory(nn.Module):
         return torch.stack([t.reshape(()) for t in terms.values()]).sum()
 
 
+class _Latents(NamedTuple):
+    """One pass of the policy's memories over a batch (:meth:`MemoryRecurrentPolicy._latents`)."""
+
+    pi: Tensor  # (N, latent_dim_pi) the actor's MLP latent
+    vf: Tensor  # (N, latent_dim_vf) the critic's MLP latent
+    states: RNNStates  # the packed states after the last step
+    run_pi: MemoryRun  # the actor's memory run (for its auxiliary losses)
+    run_vf: MemoryRun  # the critic's (the actor's when the memory is shared)
+
+
 class _AddLossGradient(torch.autograd.Function):
     """Identity on ``x`` whose backward also sends gradient ``weight`` into the scalar ``loss``.
 
@@ -457,11 +467,28 @@ class MemoryRecurrentPolicy(RecurrentActorCriticPolicy):
         )
         return data
 
-    def _features(self, obs: Tensor | dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _latents(
+        self, obs: Tensor | dict[str, Tensor], lstm_states: RNNStates, episode_starts: Tensor
+    ) -> _Latents:
+        """Features -> memories (the actor's, and the critic's unless shared) -> MLP latents."""
         features = self.extract_features(obs)
-        if self.share_features_extractor:
-            return features, features
-        return features
+        pi_features, vf_features = (
+            (features, features) if self.share_features_extractor else features
+        )
+        latent_pi, states_pi, run_pi = self.lstm_actor(pi_features, lstm_states.pi, episode_starts)
+        if self.lstm_critic is None:
+            latent_vf, states_vf, run_vf = latent_pi, states_pi, run_pi
+        else:
+            latent_vf, states_vf, run_vf = self.lstm_critic(
+                vf_features, lstm_states.vf, episode_starts
+            )
+        return _Latents(
+            self.mlp_extractor.forward_actor(latent_pi),
+            self.mlp_extractor.forward_critic(latent_vf),
+            RNNStates(states_pi, states_vf),
+            run_pi,
+            run_vf,
+        )
 
     def forward(
         self,
@@ -471,20 +498,13 @@ class MemoryRecurrentPolicy(RecurrentActorCriticPolicy):
         deterministic: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor, RNNStates]:
         """One step per env while collecting: actions, values, log-probs and the next states."""
-        pi_features, vf_features = self._features(obs)
-        latent_pi, states_pi, _ = self.lstm_actor(pi_features, lstm_states.pi, episode_starts)
-        if self.lstm_critic is None:
-            latent_vf, states_vf = latent_pi, states_pi
-        else:
-            latent_vf, states_vf, _ = self.lstm_critic(vf_features, lstm_states.vf, episode_starts)
-        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
-        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
-        values = self.value_net(latent_vf)
-        distribution = self._get_action_dist_from_latent(latent_pi)
+        out = self._latents(obs, lstm_states, episode_starts)
+        values = self.value_net(out.vf)
+        distribution = self._get_action_dist_from_latent(out.pi)
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
         actions = actions.reshape((-1, *self.action_space.shape))
-        return actions, values, log_prob, RNNStates(states_pi, states_vf)
+        return actions, values, log_prob, out.states
 
     def get_distribution(
         self,
@@ -520,22 +540,15 @@ class MemoryRecurrentPolicy(RecurrentActorCriticPolicy):
         """Values, log-probs and entropy over padded sequences (the memory runs each sequence in
         one call); the memory's auxiliary losses ride on the values' gradient (module docstring).
         """
-        pi_features, vf_features = self._features(obs)
-        latent_pi, _, run_pi = self.lstm_actor(pi_features, lstm_states.pi, episode_starts)
-        if self.lstm_critic is None:
-            latent_vf, run_vf = latent_pi, None
-        else:
-            latent_vf, _, run_vf = self.lstm_critic(vf_features, lstm_states.vf, episode_starts)
-        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
-        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
-        distribution = self._get_action_dist_from_latent(latent_pi)
+        out = self._latents(obs, lstm_states, episode_starts)
+        distribution = self._get_action_dist_from_latent(out.pi)
         log_prob = distribution.log_prob(actions)
-        values = self.value_net(latent_vf)
+        values = self.value_net(out.vf)
         if torch.is_grad_enabled() and self.aux_loss_coef > 0:
             targets = values.detach().flatten()  # the critic's estimate of each step's return
-            terms = [self.lstm_actor.loss(run_pi, targets)]
-            if run_vf is not None:
-                terms.append(self.lstm_critic.loss(run_vf, targets))
+            terms = [self.lstm_actor.loss(out.run_pi, targets)]
+            if self.lstm_critic is not None:
+                terms.append(self.lstm_critic.loss(out.run_vf, targets))
             terms = [t for t in terms if t is not None]
             if terms:
                 aux = torch.stack(terms).sum()
