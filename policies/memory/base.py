@@ -37,7 +37,6 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.utils._pytree as pytree
 from torch import Tensor, nn
 
 State = dict[str, Tensor]
@@ -254,12 +253,12 @@ def state_nbytes(state: State) -> int:
 
 def detach_state(state: State) -> State:
     """The same state cut from the autograd graph."""
-    return pytree.tree_map(Tensor.detach, state)
+    return {k: v.detach() for k, v in state.items()}
 
 
 def index_state(state: State, index: Tensor | slice | Sequence[int]) -> State:
     """Select envs (dim 0) of a batch-first state."""
-    return pytree.tree_map(lambda v: v[index], state)
+    return {k: v[index] for k, v in state.items()}
 
 
 def pad_to(t: Tensor, shape: Sequence[int]) -> Tensor:
