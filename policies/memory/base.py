@@ -126,6 +126,16 @@ class Memory(nn.Module, abc.ABC):
         """
         return {}
 
+    def after_rollout(self, diagnostics: dict[str, float]) -> dict[str, float]:
+        """Adapt coefficients between updates (default: nothing to adapt).
+
+        The trainer calls it once per update, after the optimizer steps, with the rollout's mean
+        diagnostics (``aux`` keys without ``loss_``, e.g. ``memory_size``; the same on every rank).
+        A memory keeps what it adapts in buffers, so checkpoints carry it. Returns scalars to log
+        (under ``memory/``).
+        """
+        return {}
+
     @property
     def device(self) -> torch.device:
         for p in self.parameters():

@@ -29,6 +29,10 @@ from .base import register_memory
 from .transformer import CachedTransformerMemory
 
 
+#: the smallest coefficient a memory budget sets (and where it starts)
+ALPHA_FLOOR = 1e-10
+
+
 def expire_soft_mask(dist: Tensor, span: Tensor, ramp: float) -> Tensor:
     """``m_{t,i} = clamp(1 + (e_i - (t - i)) / R, 0, 1)``.
 
@@ -69,6 +73,9 @@ class ExpireSpanMemory(CachedTransformerMemory):
         span_eps: float | None = None,
         penalty_trains_memories: bool = True,
         span_input_norm: bool = False,
+        memory_budget: float | None = None,
+        budget_lr: float = 0.02,
+        alpha_max: float = 5e-5,
     ) -> None:
         """
         Args:
@@ -108,6 +115,16 @@ class ExpireSpanMemory(CachedTransformerMemory):
             span_input_norm: predict each span from the layer's LayerNormed memory (the input
                 its attention sees) instead of the raw residual stream, whose scale drifts in
                 training and moves ``w . h`` with it.
+            memory_budget: a target memory size (memories attended per step and layer, the
+                paper's efficiency measure, ``R - 1 + mean span``) instead of a fixed ``alpha``:
+                the penalty's coefficient starts near 0 and follows the memory used, multiplied by
+                ``exp(budget_lr * (memory_size - memory_budget) / memory_budget)`` after every
+                update (:meth:`after_rollout`), within ``[1e-10, alpha_max]``. The task learns
+                with long spans first and the memory is brought under the budget after; a fixed
+                ``alpha`` shrinks every span before the first reward (docs/results/
+                span_penalty.md). None: the fixed ``alpha``.
+            budget_lr: the step of the coefficient's log per update, relative to the budget.
+            alpha_max: the largest coefficient the budget may set.
         """
         if isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not ramp > 0:
             raise ValueError(f"ramp must be a number > 0, got {ramp!r}")
@@ -134,6 +151,18 @@ class ExpireSpanMemory(CachedTransformerMemory):
         self.span_eps = span_eps
         self.penalty_trains_memories = bool(penalty_trains_memories)
         self.span_input_norm = bool(span_input_norm)
+        if memory_budget is not None and not memory_budget > 0:
+            raise ValueError(f"memory_budget must be None or a number > 0, got {memory_budget!r}")
+        if not budget_lr > 0:
+            raise ValueError(f"budget_lr must be a number > 0, got {budget_lr!r}")
+        if not alpha_max > 0:
+            raise ValueError(f"alpha_max must be a number > 0, got {alpha_max!r}")
+        self.memory_budget = memory_budget
+        self.budget_lr = float(budget_lr)
+        self.alpha_max = float(alpha_max)
+        if memory_budget is not None:
+            # the budget's coefficient (its log), from its floor; a buffer, so checkpoints keep it
+            self.register_buffer("log_alpha", torch.tensor(math.log(ALPHA_FLOOR)))
         self.ramp = float(ramp)
         self.alpha = float(alpha)
         self.span_predictors = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(num_layers))
@@ -141,6 +170,21 @@ class ExpireSpanMemory(CachedTransformerMemory):
         for pred in self.span_predictors:
             nn.init.normal_(pred.weight, std=0.02)
             nn.init.constant_(pred.bias, bias)
+
+    def penalty_coef(self) -> float | Tensor:
+        """The span penalty's coefficient in use: ``alpha``, or the memory budget's (a 0-d
+        tensor on the memory's device, so the loss reads no host value)."""
+        if self.memory_budget is None:
+            return self.alpha
+        return self.log_alpha.exp()
+
+    def after_rollout(self, diagnostics: dict[str, float]) -> dict[str, float]:
+        if self.memory_budget is None or "memory_size" not in diagnostics:
+            return {}
+        excess = (diagnostics["memory_size"] - self.memory_budget) / self.memory_budget
+        low, high = math.log(ALPHA_FLOOR), math.log(self.alpha_max)
+        self.log_alpha.fill_(min(max(float(self.log_alpha) + self.budget_lr * excess, low), high))
+        return {"alpha": math.exp(float(self.log_alpha))}
 
     def param_groups(self) -> list[dict]:
         """The span predictors in a parameter group of their own (``lr_scale``), the rest in
@@ -189,7 +233,7 @@ class ExpireSpanMemory(CachedTransformerMemory):
         # how the sequence is cut into calls
         ramp_pairs = visible & (soft < 1)
         penalty = (span.unsqueeze(1) * ramp_pairs.to(span.dtype)).sum() / (self.ramp * t * b)
-        return {"loss": self.alpha * penalty, "new_spans": new_spans}
+        return {"loss": self.penalty_coef() * penalty, "new_spans": new_spans}
 
     def _combine_aux(self, per_layer: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {
