@@ -55,6 +55,10 @@ class Cell:
     config: dict[str, Any] = field(default_factory=dict)
     """Trainer options (over the env's preset)."""
 
+    stop_steps: int | None = None
+    """Stop training here, before ``total_steps`` (whose length still sets the schedules, e.g.
+    the learning rate's decay): a look at the first part of a full-length run."""
+
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer)):
@@ -98,16 +102,21 @@ def run_cell(
         model.log_dir = run_dir
         reset = True
 
-    def keep_wall(agent: Any) -> None:
+    stop = cell.stop_steps or cell.total_steps
+
+    def keep_wall(agent: Any) -> bool:
         (run_dir / "wall.json").write_text(
             json.dumps({"wall_s": wall_before + time.perf_counter() - t0,
                         "steps": agent.num_timesteps}))
+        return agent.num_timesteps < stop
 
-    model.learn(cell.total_steps, progress_bar=progress_bar, callback=keep_wall,
-                reset_num_timesteps=reset)
+    if model.num_timesteps < stop:
+        model.learn(cell.total_steps, progress_bar=progress_bar, callback=keep_wall,
+                    reset_num_timesteps=reset)
     wall = wall_before + time.perf_counter() - t0
     result: dict[str, Any] = {"cell": asdict(cell), "steps": model.num_timesteps,
-                              "wall_s": wall, "threads": torch.get_num_threads()}
+                              "wall_s": wall, "threads": torch.get_num_threads(),
+                              "final_training_stats": dict(model.last_stats)}
     for mode, deterministic in (("deterministic", True), ("sampled", False)):
         ev = evaluate(model, cell.env, episodes, n_envs=min(eval_envs, episodes),
                       deterministic=deterministic)

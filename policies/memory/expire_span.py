@@ -28,9 +28,8 @@ from torch import Tensor, nn
 from .base import register_memory
 from .transformer import CachedTransformerMemory
 
-
-#: the smallest coefficient a memory budget sets (and where it starts)
-ALPHA_FLOOR = 1e-10
+#: where a memory budget's coefficient starts, and the smallest it sets
+ALPHA_START, ALPHA_FLOOR = 1e-9, 1e-10
 
 
 def expire_soft_mask(dist: Tensor, span: Tensor, ramp: float) -> Tensor:
@@ -117,8 +116,8 @@ class ExpireSpanMemory(CachedTransformerMemory):
                 training and moves ``w . h`` with it.
             memory_budget: a target memory size (memories attended per step and layer, the
                 paper's efficiency measure, ``R - 1 + mean span``) instead of a fixed ``alpha``:
-                the penalty's coefficient starts near 0 and follows the memory used, multiplied by
-                ``exp(budget_lr * (memory_size - memory_budget) / memory_budget)`` after every
+                the penalty's coefficient starts near 0 (1e-9) and follows the memory used,
+                multiplied by ``exp(budget_lr * (memory_size - memory_budget) / memory_budget)`` after every
                 update (:meth:`after_rollout`), within ``[1e-10, alpha_max]``. The task learns
                 with long spans first and the memory is brought under the budget after; a fixed
                 ``alpha`` shrinks every span before the first reward (docs/results/
@@ -161,8 +160,10 @@ class ExpireSpanMemory(CachedTransformerMemory):
         self.budget_lr = float(budget_lr)
         self.alpha_max = float(alpha_max)
         if memory_budget is not None:
-            # the budget's coefficient (its log), from its floor; a buffer, so checkpoints keep it
-            self.register_buffer("log_alpha", torch.tensor(math.log(ALPHA_FLOOR)))
+            # the budget's coefficient (its log); a buffer, so checkpoints keep it
+            self.register_buffer(
+                "log_alpha", torch.tensor(math.log(ALPHA_START), dtype=torch.float64)
+            )
         self.ramp = float(ramp)
         self.alpha = float(alpha)
         self.span_predictors = nn.ModuleList(nn.Linear(d_model, 1) for _ in range(num_layers))
@@ -233,7 +234,10 @@ class ExpireSpanMemory(CachedTransformerMemory):
         # how the sequence is cut into calls
         ramp_pairs = visible & (soft < 1)
         penalty = (span.unsqueeze(1) * ramp_pairs.to(span.dtype)).sum() / (self.ramp * t * b)
-        return {"loss": self.penalty_coef() * penalty, "new_spans": new_spans}
+        coef = self.penalty_coef()
+        if isinstance(coef, Tensor):
+            coef = coef.to(penalty.dtype)
+        return {"loss": coef * penalty, "new_spans": new_spans}
 
     def _combine_aux(self, per_layer: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {

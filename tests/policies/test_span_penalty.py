@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from policies.memory import make_memory
-from policies.memory.expire_span import ALPHA_FLOOR
+from policies.memory.expire_span import ALPHA_FLOOR, ALPHA_START
 
 D_IN = 5
 # a short span and ramp so that memories enter the ramp within the checked window
@@ -74,11 +74,11 @@ def test_span_input_norm_predicts_from_the_layernormed_memory(build_memory):
 def test_memory_budget_moves_the_coefficient_within_its_bounds(build_memory):
     mem = build_memory("expire_span", D_IN, memory_budget=10.0, budget_lr=0.5, alpha_max=1e-4,
                        **SMALL)
-    assert float(mem.penalty_coef()) == pytest.approx(ALPHA_FLOOR)
+    assert float(mem.penalty_coef()) == pytest.approx(ALPHA_START)
     out = mem.after_rollout({"memory_size": 20.0})  # 100% over budget: log step +0.5
-    assert out["alpha"] == pytest.approx(ALPHA_FLOOR * math.exp(0.5), rel=1e-5)
+    assert out["alpha"] == pytest.approx(ALPHA_START * math.exp(0.5), rel=1e-5)
     mem.after_rollout({"memory_size": 5.0})  # 50% under: -0.25
-    assert float(mem.penalty_coef()) == pytest.approx(ALPHA_FLOOR * math.exp(0.25), rel=1e-5)
+    assert float(mem.penalty_coef()) == pytest.approx(ALPHA_START * math.exp(0.25), rel=1e-5)
     for _ in range(200):
         mem.after_rollout({"memory_size": 1000.0})
     assert float(mem.penalty_coef()) == pytest.approx(1e-4, rel=1e-5)

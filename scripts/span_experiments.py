@@ -1,0 +1,87 @@
+"""What keeps Expire-Span's span penalty from erasing the memory before the task is learned: the
+full corridor (seed 0) under each candidate, as a resumable grid (``agents.experiments``).
+
+Each cell trains PPO with the corridor's preset and the named change for the first
+``stop_steps`` of a 3M-step schedule, evaluates the final policy (1000 fresh episodes,
+deterministic and sampled) and writes ``docs/results/span_penalty/<cell>.json``; finished cells
+are skipped, killed ones resume from their checkpoint. TensorBoard curves (``memory/span_mean``,
+``memory/span_mean_layer0``/``1``, ``memory/memory_size``, ``memory/alpha``) are in
+``runs/span_penalty/<cell>/``. ``docs/results/span_penalty.md`` reads the results::
+
+    python scripts/span_experiments.py                   # run or continue every cell
+    python scripts/span_experiments.py --only budget20   # one cell
+    python scripts/span_experiments.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.experiments import Cell, run_cell  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = "MemoRL/Corridor-v0"
+TOTAL = 3_000_000
+#: the corridor's PPO preset, written out so that these cells do not move if the preset does
+PRESET = {"n_envs": 64, "ent_coef": 0.0005, "ent_start_step": 819_200}
+PAPER = {"alpha": 5e-6}
+
+#: name -> (policy kwargs, trainer options, stop_steps)
+VARIANTS: dict[str, tuple[dict, dict, int]] = {
+    "rmsprop_lr1e-4": (PAPER, {"optimizer": "rmsprop", "lr": 1e-4}, 1_433_600),
+    "span_lr_scale0.1": ({**PAPER, "span_lr_scale": 0.1}, {}, 516_096),
+    "span_eps1e-3": ({**PAPER, "span_eps": 1e-3}, {}, 847_872),
+    "predictor_only_eps1e-3": (
+        {**PAPER, "span_eps": 1e-3, "penalty_trains_memories": False}, {}, 659_456),
+    "input_norm": ({**PAPER, "span_input_norm": True}, {}, 106_496),
+    "input_norm_predictor_only_eps1e-3": (
+        {**PAPER, "span_input_norm": True, "penalty_trains_memories": False, "span_eps": 1e-3},
+        {}, 413_696),
+    "budget20_fast": ({"memory_budget": 20.0, "budget_lr": 0.1, "alpha_max": 1e-3}, {}, 532_480),
+    "budget20": ({"memory_budget": 20.0, "budget_lr": 0.02, "alpha_max": 5e-5}, {}, TOTAL),
+}
+
+
+def cells(seed: int = 0) -> list[Cell]:
+    return [
+        Cell(f"{name}__seed{seed}", ENV, "expire_span", seed, TOTAL, policy_kwargs=pk,
+             config={**PRESET, **cfg}, stop_steps=stop)
+        for name, (pk, cfg, stop) in VARIANTS.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(VARIANTS), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=1000, help="evaluation episodes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (%(default)s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/span_penalty")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs/span_penalty")
+    parser.add_argument("--list", action="store_true", help="list the cells and stop")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for cell in cells(args.seed):
+        if args.only and cell.name.split("__")[0] not in args.only:
+            continue
+        if args.list:
+            print(cell)
+            continue
+        print(f"cell {cell.name}", flush=True)
+        r = run_cell(cell, args.out, args.runs, episodes=args.episodes)
+        stats = r["final_training_stats"]
+        print(f"  {r['steps']:,} steps, {r['wall_s']:.0f} s: deterministic success "
+              f"{r['deterministic']['success']:.3f} (sampled {r['sampled']['success']:.3f}), "
+              f"memory size {r['deterministic']['memory_size']:.1f}, final spans "
+              f"{stats.get('memory/span_mean_layer0', float('nan')):.1f} / "
+              f"{stats.get('memory/span_mean_layer1', float('nan')):.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
