@@ -117,11 +117,11 @@ class ExpireSpanMemory(CachedTransformerMemory):
             memory_budget: a target memory size (memories attended per step and layer, the
                 paper's efficiency measure, ``R - 1 + mean span``) instead of a fixed ``alpha``:
                 the penalty's coefficient starts near 0 (1e-9) and follows the memory used,
-                multiplied by ``exp(budget_lr * (memory_size - memory_budget) / memory_budget)`` after every
-                update (:meth:`after_rollout`), within ``[1e-10, alpha_max]``. The task learns
-                with long spans first and the memory is brought under the budget after; a fixed
-                ``alpha`` shrinks every span before the first reward (docs/results/
-                span_penalty.md). None: the fixed ``alpha``.
+                multiplied after every update (:meth:`after_rollout`) by
+                ``exp(budget_lr * (memory_size - memory_budget) / memory_budget)``, within
+                ``[1e-10, alpha_max]``. The task learns with long spans first and the memory is
+                brought under the budget after, where a fixed ``alpha`` shrinks every span
+                before the first reward (docs/results/span_penalty.md). None: the fixed alpha.
             budget_lr: the step of the coefficient's log per update, relative to the budget.
             alpha_max: the largest coefficient the budget may set.
         """
