@@ -307,6 +307,11 @@ class ActorCriticTrainer:
                     gathered = self.dist.all_gather_object((episodes, scalars))
                     episodes = [e for eps, _ in gathered for e in eps]
                     scalars = average_dicts([sc for _, sc in gathered])
+                # coefficients the memory adapts (a memory budget), from the all-rank means
+                diagnostics = {k[len("memory/"):]: v for k, v in scalars.items()
+                               if k.startswith("memory/")}
+                adapted = self.policy.memory.after_rollout(diagnostics)
+                scalars.update({f"memory/{k}": v for k, v in adapted.items()})
                 scalars.update(_episode_scalars(episodes))
                 scalars["time/fps"] = logger.fps(self.num_timesteps)
                 scalars["time/rollout_s"] = t1 - t0
