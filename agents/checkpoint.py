@@ -1,25 +1,48 @@
-"""Checkpoint files: written atomically (temp file + ``os.replace``), read with clear errors, and
-the RNG states a resumed run needs to continue exactly."""
+"""Checkpoints: what a trainer's checkpoint holds (:func:`checkpoint_payload`), its collection
+from every rank (:func:`write_checkpoint`), the file (written atomically: temp file +
+``os.replace``; read with clear errors) and the restore with the world-size rules
+(:func:`restore_run`), with the RNG states a resumed run needs to continue exactly.
+
+World-size rules: a checkpoint written by ``N`` ranks holds every rank's env state, memory state
+and RNG states (gathered into rank 0's file). Loaded by ``N`` ranks, each gets its own back and the
+run continues exactly; loaded by another number of ranks (one process included), the model,
+optimizer and counters are restored and the envs start from a fresh reset (with a warning).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
+
+from .config import replace_config
+from .distributed import process_device, setup
+from .vec import make_vec_env
+
+if TYPE_CHECKING:
+    from .trainer import ActorCriticTrainer
 
 __all__ = [
     "CheckpointError",
     "FORMAT",
     "VERSION",
+    "checkpoint_payload",
     "get_rng_states",
+    "load_agent",
     "load_checkpoint",
+    "restore_run",
     "save_checkpoint",
     "set_rng_states",
+    "write_checkpoint",
 ]
 
 FORMAT = "memorl-checkpoint"
@@ -93,3 +116,156 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
     np.random.set_state(states["numpy"])
     random.setstate(states["python"])
+
+
+# a trainer's checkpoint
+
+
+def _rank_state(agent: ActorCriticTrainer) -> dict[str, Any]:
+    """This rank's share of a checkpoint: env state, memory state, RNG states."""
+    live = agent.stepper is not None and agent.stepper.obs is not None
+    return {
+        "stepper": agent.stepper.state_dict() if live else None,
+        "memory_state": tree_map(lambda v: v.detach().cpu(), agent.memory_state or {}),
+        "rng": get_rng_states(),
+    }
+
+
+def checkpoint_payload(agent: ActorCriticTrainer) -> dict[str, Any]:
+    """Everything a resumed run needs to continue exactly (this process's view)."""
+    mine = _rank_state(agent)
+    live = mine["stepper"] is not None
+    return {
+        "algo": agent.algo_name,
+        "config": dataclasses.asdict(agent.config),
+        "policy": {
+            "name": agent.policy_name,
+            "module": None if agent._policy_by_name else agent.policy,
+        },
+        "spaces": {"observation": agent.observation_space, "action": agent.action_space},
+        "model": agent.policy.state_dict(),
+        "optimizer": agent.optimizer.state_dict(),
+        "counters": {
+            "num_timesteps": agent.num_timesteps,
+            "n_updates": agent.n_updates,
+            "nonfinite_in_a_row": agent.nonfinite_in_a_row,
+        },
+        "rng": mine["rng"],
+        "run": {
+            "log_dir": str(agent.log_dir) if agent.log_dir else None,
+            "checkpoint_path": str(agent.checkpoint_path) if agent.checkpoint_path else None,
+        },
+        "env": {
+            "id": str(agent.env_id),
+            "kwargs": agent.env_kwargs,
+            "stepper": mine["stepper"],
+            "memory_state": mine["memory_state"] if live else None,
+        },
+    }
+
+
+def write_checkpoint(agent: ActorCriticTrainer, path: Path) -> None:
+    """``learn``'s checkpoint. Under several ranks a collective: every rank's env state, memory
+    state and RNG states are gathered into rank 0's file (under ``distributed``), which rank 0
+    writes while the others wait, so no rank runs ahead of a checkpoint on disk."""
+    if not agent.dist.enabled:
+        save_checkpoint(path, checkpoint_payload(agent))
+        return
+    payload = checkpoint_payload(agent) if agent.dist.is_main else None
+    ranks = agent.dist.gather_object(_rank_state(agent))
+    if payload is not None:
+        payload["distributed"] = {"world_size": agent.dist.world_size, "ranks": ranks}
+        save_checkpoint(path, payload)
+    agent.dist.barrier()
+
+
+def restore_run(
+    agent: ActorCriticTrainer, data: dict[str, Any], *, where: str, envs_rebuilt: bool
+) -> None:
+    """Restore the counters of checkpoint ``data`` into ``agent`` and, by the world-size rules
+    (module docstring), this rank's env state (when its envs were rebuilt from the checkpoint),
+    memory state and RNG states."""
+    counters = data["counters"]
+    agent.num_timesteps = int(counters["num_timesteps"])
+    agent.n_updates = int(counters["n_updates"])
+    agent.nonfinite_in_a_row = int(counters.get("nonfinite_in_a_row", 0))
+    saved = data.get("distributed") or {"world_size": 1, "ranks": None}
+    world = agent.dist.world_size
+    if saved["world_size"] != world:
+        if envs_rebuilt and agent.dist.is_main:
+            warnings.warn(
+                f"{where} was written by {saved['world_size']} rank(s), this run has {world}: "
+                "model, optimizer and counters restored; the envs, memory states and RNG states "
+                "are not (the envs start from a fresh reset)",
+                stacklevel=3,
+            )
+        return
+    env = data.get("env", {})
+    mine = saved["ranks"][agent.dist.rank] if saved["ranks"] else {
+        "stepper": env.get("stepper"), "memory_state": env.get("memory_state"),
+        "rng": data.get("rng"),
+    }
+    stepper = agent.stepper
+    if envs_rebuilt and stepper is not None and mine["stepper"] is not None:
+        if stepper.load_state_dict(mine["stepper"]):
+            agent.memory_state = tree_map(lambda v: v.to(agent.device), mine["memory_state"])
+    if mine["rng"] is not None:
+        set_rng_states(mine["rng"])
+
+
+def load_agent(
+    cls: type[ActorCriticTrainer],
+    path: str | Path,
+    *,
+    env: Any = None,
+    device: str = "auto",
+    distributed: bool | None = None,
+    overrides: dict[str, Any],
+) -> ActorCriticTrainer:
+    """``cls.load``: the agent of checkpoint ``path`` (see :meth:`ActorCriticTrainer.load`)."""
+    data = load_checkpoint(path)
+    where = f"checkpoint {str(path)!r}"
+    if data["algo"] != cls.algo_name:
+        raise CheckpointError(
+            f"{where} was written by {data['algo']}, not {cls.algo_name}; use {data['algo']}.load"
+        )
+    try:
+        cfg = cls.config_class(**data["config"])
+    except TypeError as err:
+        raise CheckpointError(f"{where} has an incompatible config: {err}") from None
+    cfg = replace_config(cfg, device=device, **overrides)
+    run, env_data = data.get("run", {}), data.get("env", {})
+    rebuilt = env is None and bool(env_data.get("id"))
+    if rebuilt:
+        env = _rebuild_env(env_data, cfg, distributed)
+        rebuilt = env is not None
+    spaces, module = data.get("spaces", {}), data["policy"].get("module")
+    try:
+        agent = cls(
+            module if module is not None else data["policy"]["name"], env, cfg,
+            env_kwargs=env_data.get("kwargs"), tensorboard_log=None,
+            checkpoint_path=run.get("checkpoint_path"), distributed=distributed,
+            observation_space=spaces.get("observation"), action_space=spaces.get("action"),
+        )
+    except ValueError as err:
+        raise CheckpointError(f"{where} cannot be rebuilt: {err}") from None
+    try:
+        agent.policy.load_state_dict(data["model"])
+        agent.optimizer.load_state_dict(data["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{where} does not match the policy it names: {err}") from None
+    if run.get("log_dir"):
+        agent.log_dir = Path(run["log_dir"])
+    agent.env_id = env_data.get("id", agent.env_id)
+    restore_run(agent, data, where=where, envs_rebuilt=rebuilt)
+    return agent
+
+
+def _rebuild_env(env_data: dict[str, Any], cfg: Any, distributed: bool | None) -> Any:
+    """The envs of a checkpoint's run (None if they cannot be made here)."""
+    device = process_device(cfg.device, setup(cfg.device, enabled=distributed))
+    try:
+        return make_vec_env(env_data["id"], cfg.n_envs, vec=cfg.vec,
+                            env_kwargs=env_data.get("kwargs"), device=device)
+    except (ValueError, gym.error.Error):
+        return None

@@ -33,12 +33,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .validation import check_device, check_int
+
 __all__ = [
     "Distributed",
     "LaunchInfo",
     "average_dicts",
     "launch_info",
+    "process_device",
     "rank_device",
+    "resolve_device",
     "setup",
     "shutdown",
 ]
@@ -66,10 +70,7 @@ def _int_var(env: Mapping[str, str], name: str, default: int, lo: int, hi: int |
         value = int(text)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {text!r}") from None
-    if value < lo or (hi is not None and value > hi):
-        allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"environment variable {name} must be {allowed}, got {value}")
-    return value
+    return check_int(f"environment variable {name}", value, ge=lo, le=hi)
 
 
 def launch_info(environ: Mapping[str, str] | None = None) -> LaunchInfo:
@@ -110,6 +111,28 @@ def rank_device(device: str | torch.device, local_rank: int) -> torch.device:
             )
         return torch.device(f"cuda:{local_rank}")
     return torch.device(text)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available else cpu; a CUDA device must exist."""
+    text = check_device("device", device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(text)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {text!r}: index must be < {torch.cuda.device_count()} "
+                "(the number of CUDA devices)"
+            )
+    return dev
+
+
+def process_device(device: str | torch.device, ctx: Distributed) -> torch.device:
+    """The device of this process: the rank's device under several ranks, else ``device``."""
+    return resolve_device(ctx.device if ctx.enabled and ctx.device is not None else device)
 
 
 class Distributed:
@@ -219,14 +242,6 @@ class Distributed:
         out = x.detach().clone()
         dist.all_reduce(out)
         return out.div_(self.world_size)
-
-    def sum(self, x: Tensor) -> Tensor:
-        """The sum of ``x`` over the ranks (a new tensor; ``x`` itself when not distributed)."""
-        if not self.enabled:
-            return x
-        out = x.detach().clone()
-        dist.all_reduce(out)
-        return out
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one."""

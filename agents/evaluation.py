@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .trainer import ActorCriticTrainer
+from .validation import check_int
 from .vec import EnvStepper, make_vec_env
 
 __all__ = ["evaluate", "success_rate"]
@@ -47,10 +48,8 @@ def evaluate(
     Returns arrays of length ``episodes`` in env-major order: ``success`` (``info["success"]``;
     0 for an episode without the flag), ``return`` and ``length`` (steps).
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
-    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
-        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    check_int("episodes", episodes, ge=1)
+    check_int("n_envs", n_envs, ge=1)
     n_envs = min(n_envs, episodes)
     quota = _quotas(episodes, n_envs)
     kept: list[list[dict[str, float]]] = [[] for _ in range(n_envs)]

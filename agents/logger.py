@@ -6,8 +6,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RunLogger", "run_name"]
+import numpy as np
+
+from .distributed import Distributed, average_dicts
+
+__all__ = ["RunLogger", "episode_scalars", "run_name", "update_scalars"]
 
 
 def run_name(env_id: str, policy: str, seed: int) -> str:
@@ -98,3 +103,39 @@ class RunLogger:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+def episode_scalars(episodes: list[dict[str, float]]) -> dict[str, float]:
+    """``charts/`` means over the ended episodes (success where the env reports it)."""
+    if not episodes:
+        return {}
+    out = {
+        "charts/episodic_return": float(np.mean([e["return"] for e in episodes])),
+        "charts/episode_length": float(np.mean([e["length"] for e in episodes])),
+        "charts/episodes": float(len(episodes)),
+    }
+    succ = [e["success"] for e in episodes if "success" in e]
+    if succ:
+        out["charts/success_rate"] = float(np.mean(succ))
+    return out
+
+
+def update_scalars(
+    dist: Distributed,
+    stats: dict[str, float],
+    rollout_aux: dict[str, float],
+    episodes: list[dict[str, Any]],
+    extra: dict[str, float],
+) -> dict[str, float]:
+    """One update's scalars: the update's losses, the rollout's memory diagnostics, the ended
+    episodes' ``charts/``, then ``extra`` (times, learning rate). Under several ranks a
+    collective: episodes of every rank, losses and memory statistics averaged over the ranks (the
+    same values on every rank)."""
+    scalars = {**stats, **rollout_aux}
+    if dist.enabled:
+        gathered = dist.all_gather_object((episodes, scalars))
+        episodes = [e for eps, _ in gathered for e in eps]
+        scalars = average_dicts([sc for _, sc in gathered])
+    scalars.update(episode_scalars(episodes))
+    scalars.update(extra)
+    return scalars

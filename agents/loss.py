@@ -11,7 +11,24 @@ from .buffer import SequenceBatch
 from .config import AgentConfig
 from .mrbp import ChunkOutput, LossFn
 
-__all__ = ["make_loss_fn"]
+__all__ = ["make_loss_fn", "memory_losses"]
+
+
+def memory_losses(
+    policy: ActorCritic, batch: SequenceBatch, out: ChunkOutput, memory_hook: bool = True
+) -> dict[str, Tensor]:
+    """The memory's auxiliary losses on a chunk, by ``loss_*`` name: those in its ``aux``, and
+    (with ``memory_hook``) ``memory.auxiliary_losses`` called on the chunk with its start state
+    detached and the returns as targets."""
+    losses = {k: v for k, v in out.aux.items() if k.startswith("loss_")}
+    if memory_hook:
+        state0 = {k: v.detach() for k, v in out.state_in.items()}
+        extra = policy.memory.auxiliary_losses(
+            out.features, batch.episode_starts, state0, targets=batch.returns
+        )
+        for k, v in extra.items():
+            losses[k if k.startswith("loss_") else f"loss_{k}"] = v
+    return losses
 
 
 def make_loss_fn(policy: ActorCritic, cfg: AgentConfig, *, memory_hook: bool = True) -> LossFn:
@@ -46,15 +63,7 @@ def make_loss_fn(policy: ActorCritic, cfg: AgentConfig, *, memory_hook: bool = T
             v_err = torch.max(v_err, (v_clip - batch.returns).pow(2))
         v_loss = 0.5 * v_err.mean()
 
-        aux_losses = {k: v for k, v in out.aux.items() if k.startswith("loss_")}
-        extra = {}
-        if memory_hook:
-            state0 = {k: v.detach() for k, v in out.state_in.items()}
-            extra = policy.memory.auxiliary_losses(
-                out.features, batch.episode_starts, state0, targets=batch.returns
-            )
-        for k, v in extra.items():
-            aux_losses[k if k.startswith("loss_") else f"loss_{k}"] = v
+        aux_losses = memory_losses(policy, batch, out, memory_hook)
         aux_total = sum(aux_losses.values(), torch.zeros((), device=adv.device))
 
         loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss + cfg.aux_coef * aux_total

@@ -22,40 +22,46 @@ too; any other mode is refused with an error saying how to create it.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
-__all__ = ["VEC_KINDS", "EnvStepper", "StepResult", "env_id_of", "make_vec_env", "resolve_env"]
+from .validation import check_choice, check_int
 
-VEC_KINDS = ("auto", "batched", "sync", "async")
-"""Accepted values of ``vec`` (see the module docstring)."""
+__all__ = [
+    "VEC_KINDS",
+    "EnvStepper",
+    "StepResult",
+    "VecMode",
+    "env_id_of",
+    "make_vec_env",
+    "resolve_env",
+]
+
+VecMode = Literal["auto", "batched", "sync", "async"]
+"""The kinds of vector env (see the module docstring)."""
+
+VEC_KINDS: tuple[str, ...] = get_args(VecMode)
 
 
 def resolve_env(name: str) -> str:
     """A registered gymnasium id for ``name`` (a short name such as ``corridor``, or any id)."""
     import envs  # registers our tasks
 
-    resolver: Callable[[str], str] | None = getattr(envs, "resolve_env_id", None)
-    if resolver is not None:
-        try:
-            return resolver(name)
-        except (KeyError, ValueError):
-            if name not in gym.registry:
-                raise
-    if name not in gym.registry:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(gym.registry), n=5)
-        hint = f"; did you mean: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown env {name!r}{hint}")
-    return name
+    try:
+        return envs.resolve_env_id(name)
+    except ValueError as err:
+        close = difflib.get_close_matches(name, [*envs.SHORT_NAMES, *gym.registry], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{err}{hint}") from None
 
 
 def env_id_of(env: Any) -> str:
@@ -76,15 +82,10 @@ def has_batched(env_id: str) -> bool:
     return env_id in envs.registered_ids() and gym.spec(env_id).vector_entry_point is not None
 
 
-def vec_kind(env: str | gym.Env | VectorEnv, vec: str = "auto", async_envs: bool = False) -> str:
+def vec_kind(env: str | gym.Env | VectorEnv, vec: VecMode = "auto") -> str:
     """The kind of vector env that :func:`make_vec_env` builds for ``env``: ``batched``, ``sync``
     or ``async`` (``vector`` for a ``VectorEnv``, used as it is)."""
-    if vec not in VEC_KINDS:
-        raise ValueError(f"vec must be one of {', '.join(VEC_KINDS)}, got {vec!r}")
-    if async_envs:
-        if vec not in ("auto", "async"):
-            raise ValueError(f"async_envs=True asks for async envs, but vec is {vec!r}")
-        vec = "async"
+    check_choice("vec", vec, VEC_KINDS)
     if isinstance(env, VectorEnv):
         return "vector"
     if vec == "auto":
@@ -111,8 +112,7 @@ def make_vec_env(
     env: str | gym.Env | VectorEnv,
     n_envs: int,
     *,
-    vec: str = "auto",
-    async_envs: bool = False,
+    vec: VecMode = "auto",
     env_kwargs: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
 ) -> VectorEnv:
@@ -125,14 +125,12 @@ def make_vec_env(
             ignored).
         n_envs: number of envs.
         vec: ``auto``, ``batched``, ``sync`` or ``async`` (see the module docstring).
-        async_envs: the same as ``vec="async"`` (kept for older configs).
         env_kwargs: arguments of the env (the task's configuration).
         device: the training device: a batched env of our tasks runs on it when it is an
             accelerator (observations are then tensors there); on the CPU it uses numpy.
     """
-    if n_envs < 1:
-        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-    kind = vec_kind(env, vec, async_envs)
+    check_int("n_envs", n_envs, ge=1)
+    kind = vec_kind(env, vec)
     if kind == "batched":
         return _make_batched(resolve_env(env), n_envs, dict(env_kwargs or {}), device)
     if isinstance(env, VectorEnv):
@@ -392,28 +390,23 @@ class EnvStepper:
 
 
 def _stack(items: list[Any]) -> Any:
-    if isinstance(items[0], dict):
-        return {k: _stack([it[k] for it in items]) for k in items[0]}
-    return np.stack(items)
+    """Per-env observations (arrays or dicts of them) stacked into one batch."""
+    return tree_map(lambda *xs: np.stack(xs), *items)
 
 
 def _cpu(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {k: _cpu(v) for k, v in obs.items()}
-    return obs.cpu().numpy()
+    return tree_map(lambda x: x.cpu().numpy(), obs)
 
 
 def _to_device(obs: Any, device: torch.device) -> Any:
     """An observation batch (numpy arrays or tensors, or a dict of them) as tensors on
     ``device``; tensors already there are used as they are."""
-    if isinstance(obs, dict):
-        return {k: _to_device(v, device) for k, v in obs.items()}
-    if isinstance(obs, Tensor):
-        return obs.to(device)
-    return torch.as_tensor(np.asarray(obs), device=device)
+    return tree_map(
+        lambda x: x.to(device) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x),
+                                                                              device=device),
+        obs,
+    )
 
 
 def _index(obs: Any, idx: Tensor) -> Any:
-    if isinstance(obs, dict):
-        return {k: _index(v, idx) for k, v in obs.items()}
-    return obs[idx]
+    return tree_map(lambda x: x[idx], obs)

@@ -29,6 +29,7 @@ from evaluate_agent import (  # noqa: E402
 )
 
 from agents.checkpoint import CheckpointError  # noqa: E402
+from agents.cli import OneLineParser  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
 
@@ -80,8 +81,8 @@ def plot(tables: list[list[dict[str, float]]], labels: list[str], path: str, tit
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", metavar="checkpoint",
                         help="checkpoint(s) of runs on a corridor env")
     parser.add_argument("--labels", nargs="+", default=None,

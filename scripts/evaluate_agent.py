@@ -17,14 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_agent import parse_kv  # noqa: E402
-
 from agents import ALGORITHMS  # noqa: E402
+from agents.buffer import obs_to_tensor  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from agents.cli import OneLineParser, parse_kv  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
+from agents.validation import check_device, check_int  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
 
 
@@ -56,7 +58,7 @@ def record_episode(model, env_id: str, seed: int, deterministic: bool, want_fram
     while not done:
         if want_frames:
             frames.append(env.render())
-        t_obs = _batch1(obs, model.device)
+        t_obs = tree_map(lambda x: x.unsqueeze(0), obs_to_tensor(obs, model.device))
         out = policy.act(t_obs, state, start, deterministic=deterministic)
         state, start = out.state, torch.zeros_like(start)
         auxes.append({k: v.detach().cpu() for k, v in out.aux.items()})
@@ -67,12 +69,6 @@ def record_episode(model, env_id: str, seed: int, deterministic: bool, want_fram
         frames.append(env.render())
     env.close()
     return frames, auxes, success
-
-
-def _batch1(obs, device):
-    if isinstance(obs, dict):
-        return {k: _batch1(v, device) for k, v in obs.items()}
-    return torch.as_tensor(np.asarray(obs), device=device).unsqueeze(0)
 
 
 def plot_memory(auxes: list[dict[str, torch.Tensor]], path: str, title: str) -> None:
@@ -137,14 +133,17 @@ def add_episode_options(parser: argparse.ArgumentParser, episodes_help: str,
 
 
 def check_episode_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("episodes", "n_envs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:
+        for name in ("episodes", "n_envs"):
+            check_int(f"--{name.replace('_', '-')}", getattr(args, name), ge=1)
+        check_device("--device", args.device)
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint written by train_agent.py")
     add_episode_options(parser, "episodes to evaluate", n_envs=8)
     parser.add_argument("--env", default=None, help="env id (default: the run's own)")

@@ -3,11 +3,14 @@ and what is allowed; per-env defaults apply; a tiny run ends with its summary an
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+
+from agents.config import PPOConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,10 +46,14 @@ def refused(main, argv, capsys) -> str:
         (["--env", "no-such-env"], "no-such-env"),
         (["--policy", "transformer9"], "invalid choice: 'transformer9'"),
         (["--algo", "dqn"], "invalid choice: 'dqn'"),
-        (["--total-steps", "0"], "--total-steps must be >= 1, got 0"),
-        (["--n-envs", "0"], "n_envs must be >= 1, got 0"),
-        (["--gamma", "1.5"], "gamma must be in [0, 1], got 1.5"),
-        (["--lr", "-1"], "lr must be > 0"),
+        (["--total-steps", "0"], "--total-steps must be an integer >= 1, got 0"),
+        (["--n-envs", "0"], "n_envs must be an integer >= 1, got 0"),
+        (["--gamma", "1.5"], "gamma must be a finite number in [0, 1], got 1.5"),
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+        (["--clip-coef", "0"], "clip_coef must be a finite number > 0 or None, got 0.0"),
+        (["--vec", "fast"], "invalid choice: 'fast'"),
         (["--n-envs", "6", "--n-minibatches", "4"], "n_minibatches must be a divisor"),
         (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
         (["--policy-kwargs", "max_span"], "key=value"),
@@ -77,31 +84,76 @@ def test_help_documents_every_option_with_its_default(train, capsys):
     assert "torchrun" in out
 
 
-def test_full_corridor_defaults_apply_unless_given(train, monkeypatch, tmp_path):
-    seen = {}
+class _Built(Exception):
+    """Raised instead of training: carries the agent the command line built."""
 
-    class Stop(Exception):
-        pass
 
-    def fake_init(self, policy, env, config, **kw):
-        seen.update(n_envs=config.n_envs, ent=config.ent_coef, start=config.ent_start_step,
-                    kw=dict(config.policy_kwargs))
-        raise Stop
+def built_by_cli(train, monkeypatch, argv: list[str]):
+    """The agent ``train_agent.py argv`` builds, stopped before training."""
 
-    monkeypatch.setattr(train.ALGORITHMS["ppo"], "__init__", fake_init)
-    with pytest.raises(Stop):
-        train.main(["--env", "corridor", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200, "kw": {"alpha": 0.0}}
-    with pytest.raises(Stop):
-        train.main(["--env", "corridor", "--n-envs", "8", "--ent-start-step", "0", "--log-dir",
-                    str(tmp_path), "--policy-kwargs", "alpha=1e-6", "ramp=8"])
-    assert seen == {"n_envs": 8, "ent": 0.0005, "start": 0, "kw": {"alpha": 1e-6, "ramp": 8}}
-    with pytest.raises(Stop):  # the span penalty's default is Expire-Span's alone
-        train.main(["--env", "corridor", "--policy", "gru", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200, "kw": {}}
-    with pytest.raises(Stop):
-        train.main(["--env", "MemoRL/Corridor-L10-v0", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 32, "ent": 0.003, "start": 0, "kw": {}}
+    def stop(model, *args, **kwargs):
+        raise _Built(model)
+
+    for cls in train.ALGORITHMS.values():
+        monkeypatch.setattr(cls, "learn", stop)
+    with pytest.raises(_Built) as info:
+        train.main([*argv, "--no-progress"])
+    return info.value.args[0]
+
+
+def test_api_and_cli_build_the_same_corridor_config(train, monkeypatch, tmp_path):
+    from agents import A2C, PPO, PRESETS
+
+    for algo, cls in (("ppo", PPO), ("a2c", A2C)):
+        api = cls("expire_span", "MemoRL/Corridor-v0", tensorboard_log=None).config
+        cli = built_by_cli(train, monkeypatch, ["--env", "corridor", "--algo", algo,
+                                                "--policy", "expire_span",
+                                                "--log-dir", str(tmp_path)]).config
+        assert cli == api
+        preset = PRESETS["MemoRL/Corridor-v0"]
+        for key, value in preset.config[algo].items():  # the preset, not the class default
+            assert getattr(api, key) == value != getattr(cls.config_class(), key), key
+        assert api.policy_kwargs == dict(preset.policy_kwargs["expire_span"])
+
+
+def test_given_values_win_over_the_preset(train, monkeypatch, tmp_path):
+    from agents import PPO, PRESETS
+
+    preset = PRESETS["MemoRL/Corridor-v0"]
+    argv = ["--env", "corridor", "--n-envs", "8", "--ent-start-step", "0", "--log-dir",
+            str(tmp_path), "--policy-kwargs", "alpha=1e-6", "ramp=8"]
+    cli = built_by_cli(train, monkeypatch, argv).config
+    api = PPO("expire_span", "corridor", tensorboard_log=None, n_envs=8, ent_start_step=0,
+              policy_kwargs={"alpha": 1e-6, "ramp": 8}).config
+    assert cli == api
+    assert (cli.n_envs, cli.ent_start_step) == (8, 0)
+    assert cli.ent_coef == preset.config["ppo"]["ent_coef"]  # not given: the preset's
+    assert cli.policy_kwargs == {"alpha": 1e-6, "ramp": 8}
+    # the span penalty's preset is Expire-Span's alone; other ids have no preset
+    gru = built_by_cli(train, monkeypatch, ["--env", "corridor", "--policy", "gru",
+                                            "--log-dir", str(tmp_path)]).config
+    assert gru.policy_kwargs == {} and gru.n_envs == preset.config["ppo"]["n_envs"]
+    l10 = built_by_cli(train, monkeypatch, ["--env", "MemoRL/Corridor-L10-v0",
+                                            "--log-dir", str(tmp_path)]).config
+    assert l10 == PPO("expire_span", "MemoRL/Corridor-L10-v0", tensorboard_log=None).config
+    assert l10 == dataclasses.replace(PPOConfig(), policy_kwargs={})
+    # a config object is used as given
+    plain = PPO("expire_span", "corridor", PPOConfig(), tensorboard_log=None).config
+    assert plain == PPOConfig()
+
+
+def test_help_shows_the_presets(train, capsys):
+    from agents.presets import describe_presets
+
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert describe_presets() in capsys.readouterr().out
+
+
+def test_readme_shows_the_presets():
+    from agents.presets import describe_presets
+
+    assert describe_presets(markdown=True) in (ROOT / "README.md").read_text()
 
 
 def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
@@ -120,7 +172,9 @@ def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
 def test_learning_seeds_refuses_bad_input(capsys):
     seeds = load_script("learning_seeds")
     msg = refused(seeds.main, ["--total-steps", "0"], capsys)
-    assert "--total-steps must be >= 1, got 0" in msg
+    assert "--total-steps must be an integer >= 1, got 0" in msg
+    msg = refused(seeds.main, ["--set", "n_env=3"], capsys)
+    assert "unknown option(s) ['n_env']" in msg
     msg = refused(seeds.main, ["--policy", "nope"], capsys)
     assert "invalid choice: 'nope'" in msg
 
