@@ -8,7 +8,8 @@ from .config import A2CConfig, AgentConfig, PPOConfig, field_docs
 from .gae import compute_gae
 from .mrbp import bptt_backward, mrbp_backward
 from .presets import PRESETS, apply_preset
-from .run import NonFiniteLossError
+from .run import NonFiniteLossError, TrainingInterrupted
+from .rundir import RunLockedError
 from .trainer import ActorCriticTrainer
 from .vec import make_vec_env, resolve_env
 
@@ -24,7 +25,9 @@ __all__ = [
     "PRESETS",
     "PPOConfig",
     "RolloutBuffer",
+    "RunLockedError",
     "SequenceBatch",
+    "TrainingInterrupted",
     "apply_preset",
     "bptt_backward",
     "compute_gae",

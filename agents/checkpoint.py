@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_map
 
 from .config import replace_config
 from .distributed import process_device, setup
-from .vec import make_vec_env
+from .vec import env_id_of, make_vec_env, resolve_env
 
 if TYPE_CHECKING:
     from .trainer import ActorCriticTrainer
@@ -55,22 +55,45 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically: a reader never sees a half-written file."""
+    """Write ``payload`` to ``path`` atomically: a reader never sees a half-written file, and a
+    write that fails (a full disk) leaves the previous checkpoint as it was and raises a one-line
+    :class:`CheckpointError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except (OSError, RuntimeError) as err:  # torch reports a failed write as a RuntimeError
+        _remove(tmp)
+        kept = "; the previous checkpoint is kept" if path.is_file() else ""
+        reason = _reason(err)
+        raise CheckpointError(f"cannot write checkpoint {str(path)!r}: {reason}{kept}") from None
+    except BaseException:  # an interrupt: no temp file left behind either
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _reason(err: BaseException) -> str:
+    """One line for a failed write: the OS's words (``No space left on device``), or the first
+    line of torch's message (whose ``enforce fail at inline_container.cc`` means the same)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if "inline_container" in first or "write" in first.lower():
+        return f"the file could not be written (disk full?): {first}"
+    return first
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -149,6 +172,7 @@ def checkpoint_payload(agent: ActorCriticTrainer) -> dict[str, Any]:
             "num_timesteps": agent.num_timesteps,
             "n_updates": agent.n_updates,
             "nonfinite_in_a_row": agent.nonfinite_in_a_row,
+            "total_timesteps": agent.total_timesteps,
         },
         "rng": mine["rng"],
         "run": {
@@ -167,16 +191,23 @@ def checkpoint_payload(agent: ActorCriticTrainer) -> dict[str, Any]:
 def write_checkpoint(agent: ActorCriticTrainer, path: Path) -> None:
     """``learn``'s checkpoint. Under several ranks a collective: every rank's env state, memory
     state and RNG states are gathered into rank 0's file (under ``distributed``), which rank 0
-    writes while the others wait, so no rank runs ahead of a checkpoint on disk."""
+    writes while the others wait, so no rank runs ahead of a checkpoint on disk; a failed write
+    raises the same :class:`CheckpointError` on every rank."""
     if not agent.dist.enabled:
         save_checkpoint(path, checkpoint_payload(agent))
         return
     payload = checkpoint_payload(agent) if agent.dist.is_main else None
     ranks = agent.dist.gather_object(_rank_state(agent))
+    error = None
     if payload is not None:
         payload["distributed"] = {"world_size": agent.dist.world_size, "ranks": ranks}
-        save_checkpoint(path, payload)
-    agent.dist.barrier()
+        try:
+            save_checkpoint(path, payload)
+        except CheckpointError as err:
+            error = str(err)
+    error = agent.dist.broadcast_object(error)  # also the barrier: rank 0 has written
+    if error is not None:
+        raise CheckpointError(error)
 
 
 def restore_run(
@@ -189,6 +220,7 @@ def restore_run(
     agent.num_timesteps = int(counters["num_timesteps"])
     agent.n_updates = int(counters["n_updates"])
     agent.nonfinite_in_a_row = int(counters.get("nonfinite_in_a_row", 0))
+    agent.total_timesteps = counters.get("total_timesteps")
     saved = data.get("distributed") or {"world_size": 1, "ranks": None}
     world = agent.dist.world_size
     if saved["world_size"] != world:
@@ -233,18 +265,16 @@ def load_agent(
         cfg = cls.config_class(**data["config"])
     except TypeError as err:
         raise CheckpointError(f"{where} has an incompatible config: {err}") from None
-    cfg = replace_config(cfg, device=device, **overrides)
-    run, env_data = data.get("run", {}), data.get("env", {})
-    rebuilt = env is None and bool(env_data.get("id"))
-    if rebuilt:
-        env = _rebuild_env(env_data, cfg, distributed)
-        rebuilt = env is not None
-    spaces, module = data.get("spaces", {}), data["policy"].get("module")
+    cfg = replace_config(cfg, device=device, **overrides).validate()
+    run, env_data, spaces = data.get("run", {}), data.get("env", {}), data.get("spaces", {})
+    env, env_kwargs, rebuilt = _checkpoint_env(env, env_data, cfg, distributed)
+    if env is not None:
+        _check_spaces(where, spaces, env)
+    module = data["policy"].get("module")
     try:
         agent = cls(
             module if module is not None else data["policy"]["name"], env, cfg,
-            env_kwargs=env_data.get("kwargs"), tensorboard_log=None,
-            checkpoint_path=run.get("checkpoint_path"), distributed=distributed,
+            env_kwargs=env_kwargs, tensorboard_log=None, distributed=distributed,
             observation_space=spaces.get("observation"), action_space=spaces.get("action"),
         )
     except ValueError as err:
@@ -254,18 +284,58 @@ def load_agent(
         agent.optimizer.load_state_dict(data["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
         raise CheckpointError(f"{where} does not match the policy it names: {err}") from None
-    if run.get("log_dir"):
-        agent.log_dir = Path(run["log_dir"])
-    agent.env_id = env_data.get("id", agent.env_id)
+    agent.log_dir, agent.checkpoint_path = _resume_paths(Path(path), run)
+    if rebuilt or env is None:  # the run's own env (else the env given, as the constructor set)
+        agent.env_id = env_data.get("id", agent.env_id)
     restore_run(agent, data, where=where, envs_rebuilt=rebuilt)
     return agent
 
 
-def _rebuild_env(env_data: dict[str, Any], cfg: Any, distributed: bool | None) -> Any:
-    """The envs of a checkpoint's run (None if they cannot be made here)."""
+def _resume_paths(path: Path, run: dict[str, Any]) -> tuple[Path | None, Path | None]:
+    """Where a loaded run goes on: checkpoints to the file it was loaded from, logs to the run's
+    own directory if that file is still where the run wrote it, else next to the file (a copied
+    or moved checkpoint continues where it is). A checkpoint of a run without logs (or without
+    checkpoints) continues without."""
+    recorded = run.get("checkpoint_path")
+    same = recorded is not None and Path(recorded).resolve() == path.resolve()
+    log_dir = None
+    if run.get("log_dir"):
+        log_dir = Path(run["log_dir"]) if same else path.parent
+    return log_dir, (path if recorded is not None else None)
+
+
+def _checkpoint_env(
+    env: Any, env_data: dict[str, Any], cfg: Any, distributed: bool | None
+) -> tuple[Any, dict[str, Any], bool]:
+    """The env a loaded agent gets, its kwargs, and whether it is the run's own, rebuilt (whose
+    state the checkpoint can restore): the run's own envs when ``env`` is None (None if they
+    cannot be made here), else ``env`` as a vector env (with the run's kwargs when it names the
+    run's env id)."""
+    run_id, kwargs = env_data.get("id"), dict(env_data.get("kwargs") or {})
     device = process_device(cfg.device, setup(cfg.device, enabled=distributed))
-    try:
-        return make_vec_env(env_data["id"], cfg.n_envs, vec=cfg.vec,
-                            env_kwargs=env_data.get("kwargs"), device=device)
-    except (ValueError, gym.error.Error):
-        return None
+    if env is None:
+        if not run_id:
+            return None, kwargs, False
+        try:
+            venv = make_vec_env(run_id, cfg.n_envs, vec=cfg.vec, env_kwargs=kwargs, device=device)
+        except (ValueError, gym.error.Error):
+            return None, kwargs, False
+        return venv, kwargs, True
+    if not isinstance(env, str):
+        return env, {}, False
+    if run_id is None or resolve_env(env) != resolve_env(run_id):
+        kwargs = {}  # another task: the run's arguments are not its arguments
+    venv = make_vec_env(env, cfg.n_envs, vec=cfg.vec, env_kwargs=kwargs, device=device)
+    return venv, kwargs, False
+
+
+def _check_spaces(where: str, spaces: dict[str, Any], env: Any) -> None:
+    """A checkpoint is used only with an env of the spaces its policy was trained on."""
+    for kind, have in (("observation", getattr(env, "single_observation_space", None)),
+                       ("action", getattr(env, "single_action_space", None))):
+        want = spaces.get(kind)
+        if want is not None and have is not None and want != have:
+            raise CheckpointError(
+                f"{where} was trained on the {kind} space {want}; the env "
+                f"{env_id_of(env)} has {have}"
+            )

@@ -174,6 +174,12 @@ class AgentConfig:
         50, "Write a checkpoint every this many updates (and at the end); 0 writes only at the "
         "end.", ge=0,
     )
+    checkpoint_minutes: float = option(
+        0.0,
+        """Also write a checkpoint when this many minutes have passed since the last one (0:
+        off): sized to a job's time limit, where a count of updates depends on the speed.""",
+        ge=0,
+    )
     max_nonfinite: int = option(
         5, "Stop after this many updates in a row with a non-finite loss or gradient.", ge=1
     )

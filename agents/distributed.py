@@ -25,7 +25,7 @@ else the CPU. With ``WORLD_SIZE`` unset or 1 every method is a no-op and nothing
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,12 +245,16 @@ class Distributed:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one."""
+        return self.any_each([flag])[0]
+
+    def any_each(self, flags: Sequence[bool]) -> list[bool]:
+        """For each flag, whether it is true on at least one rank (one all-reduce for all)."""
         if not self.enabled:
-            return bool(flag)
+            return [bool(f) for f in flags]
         device = self.device if self.device is not None else torch.device("cpu")
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         dist.all_reduce(t)
-        return bool(t.item() > 0)
+        return [bool(v > 0) for v in t.tolist()]
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (picklable objects)."""

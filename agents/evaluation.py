@@ -50,11 +50,19 @@ def evaluate(
     """
     check_int("episodes", episodes, ge=1)
     check_int("n_envs", n_envs, ge=1)
+    check_int("seed", seed, ge=0)
     n_envs = min(n_envs, episodes)
     quota = _quotas(episodes, n_envs)
     kept: list[list[dict[str, float]]] = [[] for _ in range(n_envs)]
     venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device, env_kwargs=env_kwargs)
     try:
+        for kind in ("observation", "action"):
+            want, have = getattr(model, f"{kind}_space"), getattr(venv, f"single_{kind}_space")
+            if want != have:
+                raise ValueError(
+                    f"cannot evaluate on {env_id}: its {kind} space is {have}, the policy's "
+                    f"(trained on {model.env_id}) is {want}"
+                )
         stepper = EnvStepper(venv, model.device)
         stepper.reset(seed=seed)
         policy = model.policy.eval()

@@ -12,12 +12,7 @@ import numpy as np
 
 from .distributed import Distributed, average_dicts
 
-__all__ = ["RunLogger", "episode_scalars", "run_name", "update_scalars"]
-
-
-def run_name(env_id: str, policy: str, seed: int) -> str:
-    """``<env>__<policy>__<seed>__<unix time>`` (slashes in the env id become dashes)."""
-    return f"{env_id.replace('/', '-')}__{policy}__{seed}__{int(time.time())}"
+__all__ = ["RunLogger", "episode_scalars", "update_scalars"]
 
 
 class RunLogger:
@@ -26,7 +21,9 @@ class RunLogger:
     Args:
         log_dir: the run's directory (created); None logs nothing to disk.
         total_steps: steps the run aims at (for the progress bar and ETA).
-        start_step: steps already done (a resumed run).
+        start_step: steps already done (a resumed run): TensorBoard drops whatever an earlier
+            process logged after this step in the same directory (``purge_step``), so a resumed
+            run's curves do not overlap those of the run it continues.
         progress_bar: show a tqdm bar when stderr is a terminal.
         log_every: updates between plain progress lines when stderr is not a terminal (or when the
             bar is off); 0 prints none.
@@ -47,7 +44,8 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(self.log_dir))
+            purge = start_step + 1 if start_step > 0 else None
+            self.writer = SummaryWriter(str(self.log_dir), purge_step=purge)
         self.total_steps = total_steps
         self.start_step = start_step
         self.log_every = log_every
@@ -96,6 +94,12 @@ class RunLogger:
             self.bar.write(text)
         else:
             print(text, file=sys.stderr, flush=True)
+
+    def warning(self, text: str, step: int) -> None:
+        """A warning line, also kept in TensorBoard (text tab, tag ``warnings``)."""
+        self.message(f"warning: {text}")
+        if self.writer is not None:
+            self.writer.add_text("warnings", text, step)
 
     def close(self) -> None:
         if self.bar is not None:

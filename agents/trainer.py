@@ -40,7 +40,6 @@ from .checkpoint import checkpoint_payload, load_agent, save_checkpoint
 from .config import AgentConfig, make_optimizer
 from .distributed import process_device, setup
 from .inputs import predict_inputs
-from .logger import run_name
 from .loss import make_loss_fn
 from .mrbp import LossFn, bptt_backward, mrbp_backward
 from .presets import configure
@@ -70,10 +69,12 @@ class ActorCriticTrainer:
             preset (:mod:`agents.presets`) and then the keyword ``overrides``, which replace
             single fields and win over the preset (``PPO("lstm", "corridor", n_envs=8)``).
         env_kwargs: arguments of ``gymnasium.make`` when ``env`` is an id.
-        tensorboard_log: root of the run directories (``<root>/<env>__<policy>__<seed>__<time>``);
-            None writes no logs.
+        tensorboard_log: root of the run directories (``<root>/<env>__<policy>__<seed>__<time>``,
+            with a ``-2``, ``-3``, ... suffix if taken), claimed by ``learn``; None writes no
+            logs.
         checkpoint_path: where checkpoints go (default ``<run dir>/checkpoint.pt``; None with no
-            ``tensorboard_log`` writes none).
+            ``tensorboard_log`` writes none). ``learn`` locks the run directory and checkpoint:
+            a second process writing either is refused (:class:`~agents.rundir.RunLockedError`).
         observation_space, action_space: the spaces when ``env`` is None.
         distributed: data-parallel over the ranks of a ``torchrun`` launch (None: when launched
             with ``WORLD_SIZE`` > 1 or a process group is initialised; False: this process
@@ -134,15 +135,14 @@ class ActorCriticTrainer:
         self.nonfinite_in_a_row = 0
         self.stepper = EnvStepper(self.env, self.device) if self.env is not None else None
         self.memory_state: State | None = None
+        self.total_timesteps: int | None = None  # of the last learn() (kept in checkpoints)
+        # the run directory is claimed by learn() (rank 0's, on every rank), checkpoints go to
+        # checkpoint_path or <run directory>/checkpoint.pt
         self.tensorboard_log = tensorboard_log
         self.log_dir: Path | None = None
-        if tensorboard_log is not None:
-            # rank 0's name on every rank (the time stamp may differ)
-            name = run_name(str(self.env_id), self.policy_name, cfg.seed)
-            self.log_dir = Path(tensorboard_log) / self.dist.broadcast_object(name)
-        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else (
-            self.log_dir / "checkpoint.pt" if self.log_dir is not None else None
-        )
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self._checkpoint_given = checkpoint_path is not None
+        self._claimed_log_dir = False
         self.last_stats: dict[str, float] = {}
         self.last_success_rate: float | None = None
 
@@ -186,6 +186,12 @@ class ActorCriticTrainer:
         ``reset_num_timesteps=False`` and stops where the uninterrupted run would.
         ``callback(self)`` runs after every update (and its checkpoint); returning False stops
         training (under several ranks: on every rank, when it returns False on any).
+
+        SIGINT (Ctrl-C) or SIGTERM lets the current update finish, writes the checkpoint and
+        raises :class:`~agents.run.TrainingInterrupted` (its message names the step and the
+        checkpoint); a second Ctrl-C stops at once (``KeyboardInterrupt``), without one. Raises
+        :class:`~agents.run.NonFiniteLossError` after ``max_nonfinite`` skipped updates in a row,
+        and :class:`~agents.checkpoint.CheckpointError` when a checkpoint cannot be written.
         """
         if self.env is None or self.stepper is None:
             raise ValueError("this agent has no env: pass env= to the constructor or to load()")
@@ -195,7 +201,7 @@ class ActorCriticTrainer:
         buffer = RolloutBuffer(
             cfg.rollout_len, cfg.n_envs, self.observation_space, cfg.bptt_len, self.device
         )
-        with TrainingRun(self, total_timesteps, progress_bar) as run:
+        with TrainingRun(self, total_timesteps, progress_bar, reset_num_timesteps) as run:
             while self.num_timesteps < total_timesteps:
                 set_learning_rate(self.optimizer, cfg, self.num_timesteps, total_timesteps)
                 t_rollout = time.perf_counter()
@@ -256,6 +262,7 @@ class ActorCriticTrainer:
         _, last_values, _, _ = policy(x, state, stepper.episode_starts.view(1, -1))
         buffer.compute_returns(last_values[0], cfg.gamma, cfg.gae_lambda)
         aux = {f"memory/{k}": float(v) / cfg.rollout_len for k, v in aux_sums.items()}
+        aux["charts/return_scale"] = float(buffer.returns.abs().max())  # the divergence guard's
         return episodes, aux
 
     def _update(self, buffer: RolloutBuffer) -> dict[str, float] | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -30,6 +31,7 @@ from typing import Any, Literal, get_args
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 from torch.utils._pytree import tree_map
@@ -41,6 +43,7 @@ __all__ = [
     "EnvStepper",
     "StepResult",
     "VecMode",
+    "check_env_kwargs",
     "env_id_of",
     "make_vec_env",
     "resolve_env",
@@ -62,6 +65,36 @@ def resolve_env(name: str) -> str:
         close = difflib.get_close_matches(name, [*envs.SHORT_NAMES, *gym.registry], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"{err}{hint}") from None
+
+
+#: keywords of ``gymnasium.make`` itself, accepted for every id
+MAKE_KEYWORDS = ("max_episode_steps", "disable_env_checker")
+
+
+def check_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Refuse arguments that the env of ``env_id`` does not take (by its constructor's
+    signature), naming them and the ones it takes; an env that takes ``**kwargs`` takes all."""
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ValueError(f"env_kwargs must be a dict with string keys, got {kwargs!r}")
+    creator = gym.spec(resolve_env(env_id)).entry_point
+    if isinstance(creator, str):
+        creator = load_env_creator(creator)
+    try:
+        params = inspect.signature(creator).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C entry point: nothing to read
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes = [n for n in takes if n != "self"] + list(MAKE_KEYWORDS)
+    unknown = [k for k in kwargs if k not in takes]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], takes, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"env {env_id!r} takes no argument {', '.join(map(repr, unknown))}{hint}; it takes: "
+            f"{', '.join(takes)}"
+        )
 
 
 def env_id_of(env: Any) -> str:
@@ -131,6 +164,8 @@ def make_vec_env(
     """
     check_int("n_envs", n_envs, ge=1)
     kind = vec_kind(env, vec)
+    if isinstance(env, str):
+        check_env_kwargs(resolve_env(env), dict(env_kwargs or {}))
     if kind == "batched":
         return _make_batched(resolve_env(env), n_envs, dict(env_kwargs or {}), device)
     if isinstance(env, VectorEnv):

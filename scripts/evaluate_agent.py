@@ -12,6 +12,7 @@ is drawn as a bar from the step to where it expires (its span); for other memori
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -132,17 +133,30 @@ def add_episode_options(parser: argparse.ArgumentParser, episodes_help: str,
                         help="sample actions (default: the most likely action)")
 
 
+def check_output_files(parser: argparse.ArgumentParser, files: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output file whose directory is missing or not writable."""
+    for option, path in files.items():
+        if path is None:
+            continue
+        folder = Path(path).resolve().parent
+        if not folder.is_dir():
+            parser.error(f"{option} {path}: the directory {str(folder)!r} does not exist")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"{option} {path}: the directory {str(folder)!r} is not writable")
+
+
 def check_episode_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     try:
         for name in ("episodes", "n_envs"):
             check_int(f"--{name.replace('_', '-')}", getattr(args, name), ge=1)
+        check_int("--seed", args.seed, ge=0)
         check_device("--device", args.device)
     except ValueError as err:
         parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(prog=Path(__file__).name, description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint written by train_agent.py")
     add_episode_options(parser, "episodes to evaluate", n_envs=8)
@@ -155,21 +169,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a picture of what the memory kept over one episode here")
     args = parser.parse_args(argv)
     check_episode_options(parser, args)
+    check_output_files(parser, {"--gif": args.gif, "--memory-png": args.memory_png})
     try:
         model = load_agent(args.checkpoint, args.device)
-    except (CheckpointError, ValueError) as err:
-        parser.error(str(err))
-    try:
         env_id = resolve_env(args.env or str(model.env_id))
-    except ValueError as err:
+        own = env_id == resolve_env(str(model.env_id)) if model.env_id else False
+        # the run's env arguments for the run's env; another env takes only those given
+        env_kwargs = {**(model.env_kwargs if own else {}),
+                      **parse_kv(args.env_kwargs, "--env-kwargs")}
+    except ValueError as err:  # CheckpointError included
         parser.error(str(err))
     det = not args.stochastic
-    env_kwargs = {**model.env_kwargs, **parse_kv(args.env_kwargs, "--env-kwargs")}
     try:
         out = evaluate(model, env_id, args.episodes, n_envs=args.n_envs, seed=args.seed,
                        deterministic=det, env_kwargs=env_kwargs)
-    except (TypeError, ValueError) as err:  # e.g. an argument the env does not take
-        parser.error(f"cannot evaluate on {env_id} with {env_kwargs}: {err}")
+    except (TypeError, ValueError) as err:  # an env that does not fit the policy
+        parser.error(str(err))
     print(f"{model.policy_name} on {env_id}: success rate {out['success'].mean():.3f}, "
           f"mean return {out['return'].mean():.3f}, mean length {out['length'].mean():.1f} "
           f"over {args.episodes} episodes")

@@ -31,7 +31,8 @@ from policies import available_policies, default_policy  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=Path(__file__).name, description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--env", default="MemoRL/Corridor-L10-v0", help="env id (%(default)s)")
     parser.add_argument("--policy", default=default_policy(), choices=available_policies(),

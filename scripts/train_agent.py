@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,12 +24,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import ALGORITHMS  # noqa: E402
+from agents import ALGORITHMS, NonFiniteLossError, RunLockedError, TrainingInterrupted  # noqa: E402
+from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from agents.cli import OneLineParser, add_config_options, config_options, parse_kv  # noqa: E402
 from agents.config import AgentConfig  # noqa: E402
 from agents.distributed import launch_info, shutdown  # noqa: E402
 from agents.presets import describe_presets  # noqa: E402
 from agents.validation import check_int  # noqa: E402
+from agents.vec import resolve_env  # noqa: E402
 from policies import available_policies, default_policy  # noqa: E402
 from policies.actor_critic import ActorCritic  # noqa: E402
 from policies.encoders import make_encoder  # noqa: E402
@@ -37,6 +40,22 @@ from policies.memory import memory_class  # noqa: E402
 #: default total steps: enough for the full corridor (README, "Learning"; the learning rate
 #: decays to zero over them)
 DEFAULT_STEPS = 3_000_000
+
+RESUME_HELP = """\
+resuming (--resume CHECKPOINT, or a run directory holding checkpoint.pt):
+  The run goes on from the checkpoint's step with its own config and algorithm; options you give
+  replace single fields; --env, --policy, --algo and --env-kwargs must match the run's or be left
+  out, and --log-dir does not apply. It trains towards the run's own --total-steps unless you give
+  one. Checkpoints go to the file given, logs to the run's directory (next to the file when it was
+  copied or moved); TensorBoard drops what the stopped run logged after its checkpoint, so the
+  curves do not overlap. A run directory or checkpoint that another run is writing is refused.
+
+stopping and exit status:
+  Ctrl-C (SIGINT) or SIGTERM: the current update finishes, the checkpoint is written and one line
+  names the step and the checkpoint; a second Ctrl-C stops at once, without a checkpoint.
+  0: finished. 1: training failed (max_nonfinite skipped updates in a row, a checkpoint that
+  cannot be written). 2: refused before training (bad options, env or checkpoint, a run in use).
+  130 / 143: stopped by SIGINT / SIGTERM (128 + the signal's number)."""
 
 DISTRIBUTED_HELP = """\
 data-parallel training (torch.distributed):
@@ -71,7 +90,7 @@ def epilog() -> str:
         lines.append(f"  {name}: {', '.join(shown) or '(none)'}")
     every = _defaults(make_encoder, ("features_dim",))
     every += _defaults(ActorCritic.__init__, ("head_hidden", "head_layers"))
-    lines += [f"  every policy: {', '.join(every)}", "", DISTRIBUTED_HELP]
+    lines += [f"  every policy: {', '.join(every)}", "", RESUME_HELP, "", DISTRIBUTED_HELP]
     return "\n".join(lines)
 
 
@@ -81,23 +100,28 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        description=__doc__.split("\n\n")[0], epilog=epilog(), formatter_class=_Formatter
+        prog=Path(__file__).name, description=__doc__.split("\n\n")[0], epilog=epilog(),
+        formatter_class=_Formatter,
     )
-    parser.add_argument("--env", default="corridor",
+    parser.add_argument("--env", default=None,
                         help="env short name (corridor, portal, instruction, ...) or a "
-                             "registered gymnasium id; some have presets (listed below)")
+                             "registered gymnasium id; some have presets (listed below) "
+                             "(default: corridor)")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", default=None,
                         help="arguments of gymnasium.make for the env")
-    parser.add_argument("--policy", default=default_policy(), choices=available_policies(),
-                        help="memory of the policy")
-    parser.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS),
+    parser.add_argument("--policy", default=None, choices=available_policies(),
+                        help=f"memory of the policy (default: {default_policy()})")
+    parser.add_argument("--algo", default=None, choices=sorted(ALGORITHMS),
                         help="algorithm (its preset sets the defaults of the options below that "
-                             "you do not give)")
-    parser.add_argument("--total-steps", type=int, default=DEFAULT_STEPS,
-                        help="env steps to train for (counted from the run's start)")
+                             "you do not give) (default: ppo)")
+    parser.add_argument("--total-steps", type=int, default=None,
+                        help=f"env steps to train for, counted from the run's start (default: "
+                             f"{DEFAULT_STEPS}; with --resume, the run's own)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
-                        help="continue the run saved in this checkpoint")
-    parser.add_argument("--log-dir", default="runs", help="root of the run directories")
+                        help="continue the run saved in this checkpoint or run directory (see "
+                             "'resuming' below)")
+    parser.add_argument("--log-dir", default=None,
+                        help="root of the run directories (default: runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("trainer (the --algo preset gives the defaults)")
     presets = {name: cls.config_class() for name, cls in sorted(ALGORITHMS.items())}
@@ -105,16 +129,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_checkpoint(args: argparse.Namespace) -> tuple[Path, str]:
+    """The checkpoint ``--resume`` names (a file, or a run directory's ``checkpoint.pt``) and
+    its algorithm; refuses options that contradict the run."""
+    path = Path(args.resume)
+    if path.is_dir():
+        if not (path / "checkpoint.pt").is_file():
+            raise ValueError(f"--resume {args.resume}: the directory holds no checkpoint.pt")
+        path = path / "checkpoint.pt"
+    data = load_checkpoint(path)
+    run = {"--env": str(data.get("env", {}).get("id")), "--policy": str(data["policy"]["name"]),
+           "--algo": str(data["algo"]).lower()}
+    given = {"--env": args.env, "--policy": args.policy, "--algo": args.algo}
+    clash = [f"{k} {v}" for k, v in given.items()
+             if v is not None and not _same(k, v, run[k])]
+    if args.env_kwargs is not None:
+        clash.append("--env-kwargs")
+    if args.log_dir is not None:
+        clash.append("--log-dir")
+    if clash:
+        raise ValueError(
+            f"--resume {args.resume}: the run is {run['--algo'].upper()} {run['--policy']} on "
+            f"{run['--env']}, which {', '.join(clash)} would change; leave them out to continue "
+            "it (a resumed run goes on next to its checkpoint)"
+        )
+    return path, run["--algo"]
+
+
+def _same(flag: str, given: str, run: str) -> bool:
+    if flag != "--env":
+        return given == run
+    try:
+        return resolve_env(given) == resolve_env(run)
+    except ValueError:  # an id of an env object, not registered here
+        return given == run
+
+
 def make_model(args: argparse.Namespace, options: dict[str, Any]) -> Any:
     """The agent the command line asks for: a new one (the constructor applies the env's preset
     under the options given) or the run of ``--resume``."""
-    algo_cls = ALGORITHMS[args.algo]
     if args.resume:
+        path, algo = resume_checkpoint(args)
         device = options.pop("device", "auto")
-        return algo_cls.load(args.resume, device=device, **options)
+        return ALGORITHMS[algo].load(path, device=device, **options)
     env_kwargs = parse_kv(args.env_kwargs, "--env-kwargs")
-    return algo_cls(args.policy, args.env, env_kwargs=env_kwargs, tensorboard_log=args.log_dir,
-                    **options)
+    return ALGORITHMS[args.algo or "ppo"](
+        args.policy or default_policy(), args.env or "corridor", env_kwargs=env_kwargs,
+        tensorboard_log=args.log_dir or "runs", **options,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,35 +184,59 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = config_options(args, AgentConfig)
     try:
-        check_int("--total-steps", args.total_steps, ge=1)
+        if args.total_steps is not None:
+            check_int("--total-steps", args.total_steps, ge=1)
         main_rank = launch_info().rank == 0
         model = make_model(args, options)
     except ValueError as err:  # unknown env / policy hyperparameter / config / bad checkpoint
         parser.error(str(err))
+    total = args.total_steps or model.total_timesteps or DEFAULT_STEPS
     world = model.dist.world_size
-    ranks = f", {world} ranks x {model.config.n_envs} envs" if world > 1 else ""
     t0 = time.perf_counter()
     if main_rank:
-        print(f"training {args.algo.upper()} {model.policy_name} on {model.env_id} "
-              f"({sum(p.numel() for p in model.policy.parameters())} parameters, "
-              f"device {model.device}{ranks}); logs in {model.log_dir}", flush=True)
+        ranks = f", {world} ranks x {model.config.n_envs} envs" if world > 1 else ""
+        start = f" from step {model.num_timesteps}" if args.resume else ""
+        print(f"training {model.algo_name} {model.policy_name} on {model.env_id}{start} to step "
+              f"{total} ({sum(p.numel() for p in model.policy.parameters())} parameters, device "
+              f"{model.device}{ranks})", flush=True)
     try:
-        model.learn(args.total_steps, progress_bar=not args.no_progress,
-                    reset_num_timesteps=not args.resume)
+        model.learn(total, progress_bar=not args.no_progress, reset_num_timesteps=not args.resume)
+    except TrainingInterrupted as stop:
+        again = f"; continue with --resume {stop.checkpoint}" if stop.checkpoint else ""
+        return _fail(parser, main_rank, f"{stop}{again}", stop.exit_status, label="")
+    except KeyboardInterrupt:
+        last = model.checkpoint_path
+        kept = f"; the last checkpoint is {last}" if last and last.exists() else ""
+        return _fail(parser, main_rank, f"interrupted again: stopped at once, without a "
+                     f"checkpoint{kept}", 128 + signal.SIGINT, label="")
+    except RunLockedError as err:
+        return _fail(parser, main_rank, str(err), 2)
+    except (NonFiniteLossError, CheckpointError) as err:
+        return _fail(parser, main_rank, str(err), 1)
     finally:
         shutdown()
-    if not main_rank:
-        return 0
-    wall = time.perf_counter() - t0
+    if main_rank:
+        summary(model, time.perf_counter() - t0)
+    return 0
+
+
+def _fail(parser: argparse.ArgumentParser, main_rank: bool, message: str, status: int,
+          label: str = "error: ") -> int:
+    """One line on stderr (rank 0's), and the exit status."""
+    if main_rank:
+        print(f"{parser.prog}: {label}{message}", file=sys.stderr, flush=True)
+    return status
+
+
+def summary(model: Any, wall: float) -> None:
     success = model.last_success_rate
     print("\nsummary")
-    print(f"  world size:    {world} ({model.config.n_envs} envs per rank)")
+    print(f"  world size:    {model.dist.world_size} ({model.config.n_envs} envs per rank)")
     print(f"  steps:         {model.num_timesteps} (all ranks)")
     print(f"  wall time:     {wall:.1f} s ({model.num_timesteps / max(wall, 1e-9):.0f} steps/s)")
     print(f"  success rate:  {'n/a' if success is None else f'{success:.3f}'} (last update)")
     print(f"  log dir:       {model.log_dir}")
     print(f"  checkpoint:    {model.checkpoint_path}")
-    return 0
 
 
 if __name__ == "__main__":

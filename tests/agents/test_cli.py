@@ -4,40 +4,33 @@ and what is allowed; per-env defaults apply; a tiny run ends with its summary an
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from agents.config import PPOConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script(name: str):
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    return module
-
-
-@pytest.fixture(scope="module")
-def train():
-    return load_script("train_agent")
-
-
 def refused(main, argv, capsys) -> str:
+    """The one line a script refuses ``argv`` with (exit status 2, no usage block)."""
     with pytest.raises(SystemExit) as info:
         main(argv)
-    assert info.value.code not in (0, None)
-    captured = capsys.readouterr()
-    return captured.err + str(info.value.code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.rstrip().endswith("(see --help)"), err
+    return err
+
+
+def refused_with_usage(main, argv, capsys) -> str:
+    """What a script with argparse's own errors (usage block and error) prints when refusing."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -59,6 +52,12 @@ def refused(main, argv, capsys) -> str:
         (["--policy-kwargs", "max_span"], "key=value"),
         (["--policy-kwargs", "no_such_knob=3"], "no_such_knob"),
         (["--resume", "/nonexistent/ck.pt"], "does not exist"),
+        (["--env", "corridor", "--env-kwargs", "lenght=3", "--vec", "sync"],
+         "env 'MemoRL/Corridor-v0' takes no argument 'lenght'"),
+        (["--env", "corridor", "--env-kwargs", "lenght=3", "--vec", "batched"],
+         "env 'MemoRL/Corridor-v0' takes no argument 'lenght'"),
+        (["--env-kwargs", "min_length"], "--env-kwargs entries must be key=value"),
+        (["--gamma", "x"], "argument --gamma: invalid float value: 'x'"),
     ],
 )
 def test_train_agent_refuses_bad_input(train, argv, expected, capsys, tmp_path):
@@ -190,6 +189,28 @@ def tiny_corridor_checkpoint(tmp_path_factory):
     return path
 
 
+def test_evaluate_agent_refuses_before_evaluating(tiny_corridor_checkpoint, capsys, tmp_path,
+                                                 monkeypatch):
+    evaluate = load_script("evaluate_agent")
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated although the input is refused")
+
+    monkeypatch.setattr(evaluate, "evaluate", never)
+    ckpt = str(tiny_corridor_checkpoint)
+    missing = tmp_path / "no" / "such" / "ep.gif"
+    msg = refused(evaluate.main, [ckpt, "--gif", str(missing)], capsys)
+    assert f"--gif {missing}: the directory '{missing.parent}' does not exist" in msg
+    msg = refused(evaluate.main, [ckpt, "--memory-png", str(missing)], capsys)
+    assert "--memory-png" in msg
+    msg = refused(evaluate.main, [ckpt, "--seed", "-1"], capsys)
+    assert "--seed must be an integer >= 0, got -1" in msg
+    monkeypatch.undo()
+    msg = refused(evaluate.main, [ckpt, "--env", "MemoRL/Portal-R5-v0", "--episodes", "2",
+                                  "--n-envs", "2"], capsys)
+    assert "cannot evaluate on MemoRL/Portal-R5-v0: its observation space" in msg
+
+
 def test_evaluate_agent_reports_and_takes_env_kwargs(tiny_corridor_checkpoint, capsys):
     evaluate = load_script("evaluate_agent")
     code = evaluate.main([str(tiny_corridor_checkpoint), "--episodes", "4", "--n-envs", "2",
@@ -235,7 +256,86 @@ def test_plot_runs_draws_a_panel_per_tag(tmp_path, capsys):
     assert plot.main([str(tmp_path), "--tag", "charts/success_rate", "memory/span_mean",
                       "--labels", "A", "B", "--out", str(out)]) == 0
     assert "2 run(s)" in capsys.readouterr().out and out.stat().st_size > 0
-    msg = refused(plot.main, [str(tmp_path), "--labels", "A"], capsys)
+    msg = refused_with_usage(plot.main, [str(tmp_path), "--labels", "A"], capsys)
     assert "--labels needs one label per run (2: run_a, run_b), got 1" in msg
-    msg = refused(plot.main, [str(tmp_path), "--tag", "nope"], capsys)
+    msg = refused_with_usage(plot.main, [str(tmp_path), "--tag", "nope"], capsys)
     assert "no run has the tag(s) 'nope'" in msg
+
+
+# training that stops: one line and a documented exit status
+
+TINY = ["--env", "MemoRL/Corridor-L10-v0", "--policy", "gru", "--n-envs", "2", "--rollout-len",
+        "16", "--bptt-len", "16", "--n-minibatches", "2", "--n-epochs", "1", "--no-progress",
+        "--policy-kwargs", "features_dim=16", "hidden_dim=16"]
+
+
+def last_line(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_resume_takes_a_run_directory_and_refuses_conflicts(train, capsys, tmp_path):
+    assert train.main([*TINY, "--total-steps", "32", "--log-dir", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    capsys.readouterr()
+    msg = refused(train.main, ["--resume", str(run), "--env", "portal"], capsys)
+    assert "the run is PPO gru on MemoRL/Corridor-L10-v0, which --env portal would change" in msg
+    msg = refused(train.main, ["--resume", str(run), "--policy", "lstm", "--log-dir", "x"],
+                  capsys)
+    assert "--policy lstm, --log-dir would change" in msg
+    msg = refused(train.main, ["--resume", str(tmp_path)], capsys)
+    assert "the directory holds no checkpoint.pt" in msg
+    # the same env under another name, the same algorithm: no conflict
+    assert train.main(["--resume", str(run), "--env", "MemoRL/Corridor-L10-v0", "--algo",
+                       "ppo", "--total-steps", "64", "--no-progress"]) == 0
+    assert "steps:         64" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run.name]  # no second run directory
+
+
+def test_a_run_in_use_is_refused_with_exit_status_2(train, capsys, tmp_path):
+    from agents.rundir import RunLock
+
+    assert train.main([*TINY, "--total-steps", "32", "--log-dir", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    before = (run / "checkpoint.pt").read_bytes()
+    lock = RunLock(run, None)
+    lock.acquire()
+    try:
+        assert train.main(["--resume", str(run), "--total-steps", "64", "--no-progress"]) == 2
+    finally:
+        lock.release()
+    line = last_line(capsys)
+    assert line.startswith("train_agent.py: error: run directory ") and "is in use" in line
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_repeated_nonfinite_updates_end_with_exit_status_1(train, capsys, tmp_path, monkeypatch):
+    import agents.trainer as trainer_mod
+
+    real = trainer_mod.make_loss_fn
+
+    def poisoned(policy, cfg, **kw):
+        fn = real(policy, cfg, **kw)
+        return lambda batch, out, fraction: tuple(
+            (loss * float("nan"), stats) for loss, stats in [fn(batch, out, fraction)])[0]
+
+    monkeypatch.setattr(trainer_mod, "make_loss_fn", poisoned)
+    code = train.main([*TINY, "--total-steps", "320", "--max-nonfinite", "3", "--log-dir",
+                       str(tmp_path)])
+    assert code == 1
+    line = last_line(capsys)
+    assert line.startswith("train_agent.py: error: 3 updates in a row had a non-finite loss")
+
+
+def test_a_full_disk_ends_with_exit_status_1(train, capsys, tmp_path, monkeypatch):
+    import errno
+
+    import agents.checkpoint as checkpoint_mod
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_mod.torch, "save", full)
+    assert train.main([*TINY, "--total-steps", "32", "--log-dir", str(tmp_path)]) == 1
+    line = last_line(capsys)
+    assert line.startswith("train_agent.py: error: cannot write checkpoint ")
+    assert line.endswith(": No space left on device")
