@@ -1,10 +1,13 @@
 """The actor-critic trainer shared by PPO and A2C (which are configurations of it), with the
 user-facing API in stable-baselines3's shape: ``learn``, ``predict``, ``save``, ``load``.
 
-One update, top to bottom: collect ``rollout_len`` steps of ``n_envs`` envs into the
+One update, top to bottom (``learn``): collect ``rollout_len`` steps of ``n_envs`` envs into the
 :class:`~agents.buffer.RolloutBuffer` (acting one step at a time, memory state carried along, the
-state at each training-sequence start stored), GAE, then ``n_epochs`` passes over minibatches of
-whole sequences, each back-propagated by truncated BPTT or MRBP (:mod:`agents.mrbp`).
+state at each training-sequence start stored), GAE, then the update (:mod:`agents.update`):
+``n_epochs`` passes over minibatches of whole sequences, each back-propagated by truncated BPTT or
+MRBP (:mod:`agents.mrbp`); then logging and checkpoints (:mod:`agents.run`). The coefficients
+that change with the step count are in :mod:`agents.schedules`, the presets that a config starts
+from in :mod:`agents.presets`.
 
 Data-parallel (launched by ``torchrun --nproc-per-node N``; :mod:`agents.distributed`): every rank
 steps its own ``n_envs`` envs (rank ``r``'s env ``i`` is seeded ``seed + r * n_envs + i``, so the
@@ -18,7 +21,6 @@ size continues exactly.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
@@ -29,24 +31,22 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
-from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from policies.actor_critic import ActorCritic, make_policy
 from policies.memory import State, index_state
 
-from .buffer import RolloutBuffer, SequenceBatch
+from .buffer import RolloutBuffer
 from .checkpoint import checkpoint_payload, load_agent, save_checkpoint
 from .config import AgentConfig, make_optimizer
 from .distributed import process_device, setup
 from .inputs import predict_inputs
-from .loss import make_loss_fn
-from .mrbp import LossFn, bptt_backward, mrbp_backward
 from .presets import configure
 from .run import NonFiniteLossError, TrainingRun
 from .schedules import set_learning_rate, update_config
+from .update import update_policy
 from .validation import check_int
-from .vec import EnvStepper, env_id_of, make_vec_env, resolve_env
+from .vec import EnvStepper, env_id_of, make_agent_env, resolve_env
 
 __all__ = ["ActorCriticTrainer", "NonFiniteLossError"]
 
@@ -107,22 +107,17 @@ class ActorCriticTrainer:
         self.device = process_device(cfg.device, self.dist)
         _seed_everything(cfg.seed)
 
-        self.env_kwargs = dict(env_kwargs or {})
-        self.env_id = env_id
-        self.env: VectorEnv | None = None
-        if env is not None:
-            self.env = make_vec_env(env, cfg.n_envs, vec=cfg.vec, env_kwargs=self.env_kwargs,
-                                    device=self.device)
-            observation_space = self.env.single_observation_space
-            action_space = self.env.single_action_space
-        if observation_space is None or action_space is None:
-            raise ValueError("without an env, pass observation_space and action_space")
-        self.observation_space, self.action_space = observation_space, action_space
+        if env_kwargs is not None and not isinstance(env_kwargs, dict):
+            raise ValueError(f"env_kwargs must be a dict, got {env_kwargs!r}")
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+        self.env, self.observation_space, self.action_space = make_agent_env(
+            env, cfg.n_envs, cfg.vec, self.env_kwargs, self.device, observation_space,
+            action_space)
 
         self._policy_by_name = not isinstance(policy, ActorCritic)
         self.policy_name = _policy_name(policy)
         self.policy = policy if isinstance(policy, ActorCritic) else make_policy(
-            policy, observation_space, action_space, **dict(cfg.policy_kwargs)
+            policy, self.observation_space, self.action_space, **dict(cfg.policy_kwargs)
         )
         self.policy.to(self.device)
         self.dist.broadcast_module(self.policy)
@@ -130,12 +125,10 @@ class ActorCriticTrainer:
             _seed_everything(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
         self.optimizer = make_optimizer(cfg.optimizer, self.policy.parameters(), cfg.lr)
 
-        self.num_timesteps = 0
-        self.n_updates = 0
-        self.nonfinite_in_a_row = 0
+        self.num_timesteps = self.n_updates = self.nonfinite_in_a_row = 0
+        self.total_timesteps: int | None = None  # of the last learn() (kept in checkpoints)
         self.stepper = EnvStepper(self.env, self.device) if self.env is not None else None
         self.memory_state: State | None = None
-        self.total_timesteps: int | None = None  # of the last learn() (kept in checkpoints)
         # the run directory is claimed by learn() (rank 0's, on every rank), checkpoints go to
         # checkpoint_path or <run directory>/checkpoint.pt
         self.tensorboard_log = tensorboard_log
@@ -266,58 +259,10 @@ class ActorCriticTrainer:
         return episodes, aux
 
     def _update(self, buffer: RolloutBuffer) -> dict[str, float] | None:
-        """The epochs over minibatches; None when a gradient was non-finite (update skipped, with
-        the parameters and optimizer state of before the update)."""
+        """The update on ``buffer`` with this step's coefficients (:func:`update_policy`); None
+        when it was skipped for a non-finite gradient."""
         cfg = update_config(self.config, self.num_timesteps)
-        # the same function that acted (eval mode) unless train-mode updates are asked for
-        self.policy.train(cfg.update_train_mode)
-        loss_fn = make_loss_fn(self.policy, cfg)
-        totals: dict[str, torch.Tensor] = {}
-        n_steps = 0
-        snapshot = None
-        for _ in range(cfg.n_epochs):
-            epoch_kl = []
-            for mb in buffer.minibatches(cfg.n_minibatches):
-                stats = self._backward(mb, loss_fn, cfg)
-                if not bool(torch.isfinite(stats["losses/grad_norm"])):  # one host read
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if snapshot is not None:  # undo this update's earlier minibatches
-                        self.policy.load_state_dict(snapshot[0])
-                        self.optimizer.load_state_dict(snapshot[1])
-                    return None
-                if snapshot is None:
-                    snapshot = (_clone(self.policy.state_dict()),
-                                _clone(self.optimizer.state_dict()))
-                self.optimizer.step()
-                for k, v in stats.items():
-                    totals[k] = totals.get(k, 0) + v
-                n_steps += 1
-                epoch_kl.append(stats["losses/approx_kl"])
-            if cfg.target_kl is not None:
-                kl = self.dist.mean(torch.stack(epoch_kl).mean())  # the same on every rank
-                if float(kl) > cfg.target_kl:
-                    break
-        keys = list(totals)
-        values = torch.stack([totals[k].float() for k in keys]).div(n_steps).tolist()
-        return dict(zip(keys, values, strict=True))
-
-    def _backward(self, mb: SequenceBatch, loss_fn: LossFn, cfg: AgentConfig) -> dict[str, Tensor]:
-        """Gradients of one minibatch, averaged over the ranks and clipped; its loss statistics
-        with ``losses/grad_norm``, the norm before clipping (non-finite: skip the update)."""
-        if cfg.norm_adv and mb.advantages.numel() * self.dist.world_size > 1:
-            # over the global minibatch: this rank's and the other ranks' sequences
-            adv = self.dist.normalize_advantages(mb.advantages, cfg.adv_std_floor)
-            mb = mb._replace(advantages=adv)
-        self.optimizer.zero_grad(set_to_none=True)
-        if cfg.mrbp:
-            stats = mrbp_backward(self.policy, mb, loss_fn, cfg.mrbp_chunk_len)
-        else:
-            stats = bptt_backward(self.policy, mb, loss_fn)
-        self.dist.average_gradients(self.policy.parameters())
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
-        stats["losses/grad_norm"] = norm.detach()
-        return stats
+        return update_policy(self.policy, self.optimizer, self.dist, buffer, cfg)
 
     # checkpoints
 
@@ -365,8 +310,3 @@ def _policy_name(policy: str | ActorCritic) -> str:
     if isinstance(policy, ActorCritic):
         return policy.memory.name or type(policy.memory).__name__
     return policy
-
-
-def _clone(tree: Any) -> Any:
-    """A copy of a state dict's tensors (other leaves shared)."""
-    return tree_map(lambda x: x.detach().clone() if isinstance(x, Tensor) else x, tree)

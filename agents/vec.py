@@ -45,6 +45,7 @@ __all__ = [
     "VecMode",
     "check_env_kwargs",
     "env_id_of",
+    "make_agent_env",
     "make_vec_env",
     "resolve_env",
 ]
@@ -163,6 +164,8 @@ def make_vec_env(
             accelerator (observations are then tensors there); on the CPU it uses numpy.
     """
     check_int("n_envs", n_envs, ge=1)
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a dict, got {env_kwargs!r}")
     kind = vec_kind(env, vec)
     if isinstance(env, str):
         check_env_kwargs(resolve_env(env), dict(env_kwargs or {}))
@@ -193,6 +196,30 @@ def make_vec_env(
         )
     cls = AsyncVectorEnv if kind == "async" else SyncVectorEnv
     return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def make_agent_env(
+    env: str | gym.Env | VectorEnv | None,
+    n_envs: int,
+    vec: VecMode,
+    env_kwargs: dict[str, Any],
+    device: torch.device,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+) -> tuple[VectorEnv | None, gym.Space, gym.Space]:
+    """An agent's vector env (:func:`make_vec_env`; None without ``env``) and its single-env
+    spaces; spaces given with an env must be the env's, and without an env both are needed."""
+    if env is None:
+        if observation_space is None or action_space is None:
+            raise ValueError("without an env, pass observation_space and action_space")
+        return None, observation_space, action_space
+    venv = make_vec_env(env, n_envs, vec=vec, env_kwargs=env_kwargs, device=device)
+    for kind, given in (("observation", observation_space), ("action", action_space)):
+        have = getattr(venv, f"single_{kind}_space")
+        if given is not None and given != have:
+            raise ValueError(f"the env {env_id_of(venv)} has the {kind} space {have}, not the "
+                             f"{given} given")
+    return venv, venv.single_observation_space, venv.single_action_space
 
 
 def _make_batched(

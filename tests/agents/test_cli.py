@@ -309,16 +309,20 @@ def test_a_run_in_use_is_refused_with_exit_status_2(train, capsys, tmp_path):
 
 
 def test_repeated_nonfinite_updates_end_with_exit_status_1(train, capsys, tmp_path, monkeypatch):
-    import agents.trainer as trainer_mod
+    import agents.update as update_mod
 
-    real = trainer_mod.make_loss_fn
+    real = update_mod.make_loss_fn
 
     def poisoned(policy, cfg, **kw):
         fn = real(policy, cfg, **kw)
-        return lambda batch, out, fraction: tuple(
-            (loss * float("nan"), stats) for loss, stats in [fn(batch, out, fraction)])[0]
 
-    monkeypatch.setattr(trainer_mod, "make_loss_fn", poisoned)
+        def loss_fn(batch, out, fraction):
+            loss, stats = fn(batch, out, fraction)
+            return loss * float("nan"), stats
+
+        return loss_fn
+
+    monkeypatch.setattr(update_mod, "make_loss_fn", poisoned)
     code = train.main([*TINY, "--total-steps", "320", "--max-nonfinite", "3", "--log-dir",
                        str(tmp_path)])
     assert code == 1

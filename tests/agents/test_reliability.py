@@ -249,3 +249,27 @@ def test_a_diverging_run_is_warned_about(tmp_path, capsys):
     calm.learn(4 * UPDATE, progress_bar=False)
     assert "training is diverging" not in capsys.readouterr().err
     assert calm.last_stats["losses/scale_ratio"] < 100
+
+
+# when checkpoints are written, and where the run says they go
+
+
+def test_checkpoints_by_minutes_and_the_line_that_says_where(tmp_path, monkeypatch, capsys):
+    import agents.run as run_mod
+
+    clock = iter(range(0, 10_000, 25))  # 25 s per reading of the clock
+    monkeypatch.setattr(run_mod.time, "monotonic", lambda: float(next(clock)))
+    written = []
+    real = run_mod.write_checkpoint
+    monkeypatch.setattr(run_mod, "write_checkpoint",
+                        lambda agent, path: (written.append(agent.n_updates), real(agent, path)))
+    model = tiny(checkpoint_path=tmp_path / "ck.pt", checkpoint_every=0, checkpoint_minutes=1)
+    model.learn(6 * UPDATE, progress_bar=False)
+    # the clock is read at the start, at every update and after every write: a minute has
+    # passed at updates 3 and 6; update 6 is also the end
+    assert written == [3, 6, 6]
+    err = capsys.readouterr().err
+    assert (f"no logs; checkpoints to {tmp_path / 'ck.pt'} (every 1 min, at the end and on "
+            "SIGINT/SIGTERM)") in err
+    with pytest.raises(ValueError, match="checkpoint_minutes must be a finite number >= 0"):
+        tiny(checkpoint_minutes=-1)
