@@ -160,7 +160,7 @@ class TrainingRun:
         """Claim a run directory (a new run that logs) and lock the run's directory and
         checkpoint: on rank 0, its outcome sent to every rank, so all go on or all raise."""
         agent = self.agent
-        if self.new_run and getattr(agent, "_claimed_log_dir", False):
+        if self.new_run and agent._claimed_log_dir:
             agent.log_dir = None  # an earlier learn() of this agent had its own run
             if not agent._checkpoint_given:
                 agent.checkpoint_path = None

@@ -25,7 +25,7 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 def describe(value: Any) -> str:
     """``repr(value)``, with its type where a number was expected (``'0.9' (a str)``)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         return repr(value)
     return f"{value!r} (a {type(value).__name__})"
 
