@@ -6,29 +6,13 @@ import torch
 from torch import Tensor
 
 from policies.actor_critic import ActorCritic
+from policies.memory import memory_losses
 
 from .buffer import SequenceBatch
 from .config import AgentConfig
 from .mrbp import ChunkOutput, LossFn
 
-__all__ = ["make_loss_fn", "memory_losses"]
-
-
-def memory_losses(
-    policy: ActorCritic, batch: SequenceBatch, out: ChunkOutput, memory_hook: bool = True
-) -> dict[str, Tensor]:
-    """The memory's auxiliary losses on a chunk, by ``loss_*`` name: those in its ``aux``, and
-    (with ``memory_hook``) ``memory.auxiliary_losses`` called on the chunk with its start state
-    detached and the returns as targets."""
-    losses = {k: v for k, v in out.aux.items() if k.startswith("loss_")}
-    if memory_hook:
-        state0 = {k: v.detach() for k, v in out.state_in.items()}
-        extra = policy.memory.auxiliary_losses(
-            out.features, batch.episode_starts, state0, targets=batch.returns
-        )
-        for k, v in extra.items():
-            losses[k if k.startswith("loss_") else f"loss_{k}"] = v
-    return losses
+__all__ = ["make_loss_fn"]
 
 
 def make_loss_fn(policy: ActorCritic, cfg: AgentConfig, *, memory_hook: bool = True) -> LossFn:
@@ -37,11 +21,11 @@ def make_loss_fn(policy: ActorCritic, cfg: AgentConfig, *, memory_hook: bool = T
     Per step: the policy-gradient term (PPO's clipped surrogate, or A2C's ``-A * ratio`` whose
     gradient at ratio 1 is ``-A * grad log pi``), ``vf_coef`` times the value loss
     (``0.5 (V - R)^2``, clipped around the rollout's values if ``clip_vloss``), minus ``ent_coef``
-    times the entropy; plus ``aux_coef`` times every memory auxiliary loss: the ``loss_*`` entries
-    of the memory's ``aux`` and of ``memory.auxiliary_losses`` (called on the chunk with its start
-    state detached and the returns as targets). Each term is a mean over the chunk's steps scaled
-    by ``fraction``. ``memory_hook=False`` leaves out ``memory.auxiliary_losses`` (whose fragment
-    sampling depends on how a sequence is cut, so only the rest is chunking-invariant).
+    times the entropy; plus ``aux_coef`` times every memory auxiliary loss
+    (:func:`policies.memory.memory_losses` on the chunk, the returns as targets). Each term is a
+    mean over the chunk's steps scaled by ``fraction``. ``memory_hook=False`` leaves out
+    ``memory.auxiliary_losses`` (whose fragment sampling depends on how a sequence is cut, so only
+    the rest is chunking-invariant).
     """
 
     def loss_fn(
@@ -63,7 +47,10 @@ def make_loss_fn(policy: ActorCritic, cfg: AgentConfig, *, memory_hook: bool = T
             v_err = torch.max(v_err, (v_clip - batch.returns).pow(2))
         v_loss = 0.5 * v_err.mean()
 
-        aux_losses = memory_losses(policy, batch, out, memory_hook)
+        aux_losses = memory_losses(
+            policy.memory, out.aux, out.features, batch.episode_starts, out.state_in,
+            batch.returns, with_auxiliary_losses=memory_hook,
+        )
         aux_total = sum(aux_losses.values(), torch.zeros((), device=adv.device))
 
         loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss + cfg.aux_coef * aux_total

@@ -12,11 +12,18 @@ from typing import Any, NamedTuple
 
 import gymnasium as gym
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from .encoders import make_encoder
-from .memory import Memory, State, available_memories, make_memory
+from .memory import (
+    Memory,
+    State,
+    UnknownHyperparameterError,
+    available_memories,
+    make_memory,
+)
 
 __all__ = ["ActOutput", "ActorCritic", "available_policies", "default_policy", "make_policy"]
 
@@ -154,7 +161,7 @@ class ActorCritic(nn.Module):
         Actions are indices ``0..n-1`` (add ``action_start`` for the env when the space's start is
         not zero; :meth:`to_env_actions` does it).
         """
-        obs_t = _add_time(obs)
+        obs_t = pytree.tree_map(lambda t: t.unsqueeze(0), obs)  # (1, B, ...)
         dist, values, state, aux = self(obs_t, state, episode_starts.view(1, -1))
         actions = dist.probs.argmax(-1) if deterministic else dist.sample()
         return ActOutput(actions[0], dist.log_prob(actions)[0], values[0], state, aux)
@@ -162,12 +169,6 @@ class ActorCritic(nn.Module):
     def to_env_actions(self, actions: Tensor) -> Tensor:
         """Action indices -> the env's action values (offset by the space's ``start``)."""
         return actions + self.action_start if self.action_start else actions
-
-
-def _add_time(obs: Tensor | dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
-    if isinstance(obs, dict):
-        return {k: _add_time(v) for k, v in obs.items()}
-    return obs.unsqueeze(0)
 
 
 # registry (one name per memory)
@@ -201,8 +202,6 @@ def make_policy(
     encoder = make_encoder(observation_space, features_dim=features_dim)
     try:
         memory = make_memory(name, int(encoder.features_dim), **config)
-    except ValueError as err:
-        if "unknown hyperparameter" in str(err):
-            raise ValueError(f"{err}; policy-level keys: {', '.join(POLICY_KEYS)}") from None
-        raise
+    except UnknownHyperparameterError as err:
+        raise ValueError(f"{err}; policy-level keys: {', '.join(POLICY_KEYS)}") from None
     return ActorCritic(encoder, memory, action_space, **head)

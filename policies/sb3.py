@@ -27,19 +27,23 @@ detaches the critic), and its auxiliary losses are counted once. ``share_memory=
 critic its own memory, like RecurrentPPO's default separate LSTMs.
 
 Auxiliary losses: ``RecurrentPPO`` knows nothing of the memories' ``loss_*`` terms (the Expire-Span
-span penalty, the rehearsal losses), so :meth:`MemoryRecurrentPolicy.evaluate_actions` attaches them
-to the returned values through an identity whose backward also sends ``aux_loss_coef`` into their
-sum: the gradient of PPO's loss then includes ``aux_loss_coef * sum(loss_*)`` exactly once per
-minibatch. RecurrentPPO pads sequences at their end; padded steps come after the real ones, so
-causal memories compute the real steps exactly as when stepping, but the auxiliary losses (averaged
-by the memory over the call) include the padded steps, which RecurrentPPO does not pass on.
+span penalty, the rehearsal losses), so :meth:`MemoryRecurrentPolicy.evaluate_actions` collects them
+with :func:`policies.memory.memory_losses` (the function our trainer calls) and attaches them to the
+returned values through an identity whose backward also sends ``aux_loss_coef`` into their sum: the
+gradient of PPO's loss then includes ``aux_loss_coef * sum(loss_*)`` exactly once per minibatch.
+The losses that learn what predicts the return (Rehearsal Memory's history teacher, which ranks
+the fragments to rehearse) need per-step return targets; ``evaluate_actions`` is not given
+RecurrentPPO's returns, so they get the critic's values of the same steps (detached), the
+critic's estimate of those returns. RecurrentPPO pads sequences at their end; padded steps come
+after the real ones, so causal memories compute the real steps exactly as when stepping, but the
+auxiliary losses (averaged by the memory over the call) include the padded steps, which
+RecurrentPPO does not pass on.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from gymnasium import spaces
@@ -53,18 +57,44 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
 from .encoders import make_encoder
-from .memory import Memory, State, available_memories, make_memory, memory_class
+from .memory import (
+    Memory,
+    State,
+    available_memories,
+    make_memory,
+    memory_class,
+    memory_losses,
+    pad_to,
+)
 
 __all__ = [
     "BagOfWordsExtractor",
+    "ExpireSpanPolicy",
+    "GRUMemoryPolicy",
+    "LSTMMemoryPolicy",
+    "MemformerPolicy",
     "MemoryRecurrentPolicy",
+    "MemoryRun",
+    "NoMemoryPolicy",
     "PackedMemory",
+    "RMTPolicy",
+    "RehearsalPolicy",
     "StatePacker",
+    "TrXLPolicy",
     "policy_classes",
     "sb3_policy_class",
 ]
 
 PackedState = tuple[Tensor, Tensor]  # (hidden, cell), each (1, B, hidden_size)
+
+
+class MemoryRun(NamedTuple):
+    """What one :class:`PackedMemory` call leaves for the auxiliary losses (time-major)."""
+
+    x: Tensor  # (T, n_seq, input_size) the memory's input
+    starts: Tensor  # (T, n_seq) bool episode starts (rows without a state yet start at t = 0)
+    state: State  # the state before each sequence
+    aux: dict[str, Tensor]  # the memory's aux over the call
 
 
 # features extractor
@@ -162,12 +192,7 @@ class StatePacker:
                     f"state[{key!r}] has per-env shape {have}, larger than its state_spec "
                     f"shape {shape}"
                 )
-            if have != shape:
-                pad: list[int] = []
-                for h, s in zip(reversed(have), reversed(shape), strict=True):
-                    pad.extend([0, s - h])
-                value = nn.functional.pad(value, pad)
-            parts.append(value.reshape(batch_size, -1))
+            parts.append(pad_to(value, (batch_size, *shape)).reshape(batch_size, -1))
         flat = torch.cat(parts, dim=1)
         flat = nn.functional.pad(flat, (0, 2 * self.hidden_size - self.size))
         hidden, cell = flat.split(self.hidden_size, dim=1)
@@ -230,25 +255,18 @@ class PackedMemory(nn.Module):
         return self.packer.pack(self.memory.initial_state(batch_size, device), batch_size, device)
 
     def forward(
-        self,
-        features: Tensor,
-        packed: tuple[Tensor, ...],
-        episode_starts: Tensor,
-        *,
-        compute_losses: bool = False,
-    ) -> tuple[Tensor, PackedState, Tensor | None]:
+        self, features: Tensor, packed: tuple[Tensor, ...], episode_starts: Tensor
+    ) -> tuple[Tensor, PackedState, MemoryRun]:
         """Run the memory over ``n_seq`` sequences.
 
         Args:
             features: (n_seq * T, input_size), sequence-major (all steps of sequence 0 first).
             packed: the state before each sequence, a pair of (1, n_seq, hidden_size).
             episode_starts: (n_seq * T,) float or bool, 1 where a step starts an episode.
-            compute_losses: also return the sum of the memory's auxiliary losses (``loss_*``
-                terms of ``forward`` and of ``auxiliary_losses``).
 
         Returns:
-            latent (n_seq * T, output_dim), the packed state after the last step, and the summed
-            auxiliary loss (a scalar, or None when not computed or the memory has none).
+            latent (n_seq * T, output_dim), the packed state after the last step, and the run
+            (time-major) for :meth:`loss`.
         """
         n_seq = packed[0].shape[1]
         state, fresh = self.packer.unpack(packed)
@@ -259,14 +277,28 @@ class PackedMemory(nn.Module):
         y, new_state, aux = self.memory(x, state, starts)
         latent = y.transpose(0, 1).reshape(-1, self.output_dim)
         new_packed = self.packer.pack(new_state, n_seq, features.device)
-        loss = None
-        if compute_losses:
-            terms = [v for k, v in aux.items() if k.startswith("loss_")]
-            extra = self.memory.auxiliary_losses(x, starts, state, None)
-            terms += [v for k, v in extra.items() if k.startswith("loss_")]
-            if terms:
-                loss = torch.stack([t.reshape(()) for t in terms]).sum()
-        return latent, new_packed, loss
+        return latent, new_packed, MemoryRun(x, starts, state, aux)
+
+    def loss(self, run: MemoryRun, targets: Tensor) -> Tensor | None:
+        """The sum of the memory's auxiliary losses (:func:`policies.memory.memory_losses`) on
+        ``run``, ``targets`` (n_seq * T,) sequence-major per-step return estimates; None when the
+        memory has none."""
+        t_len, n_seq = run.starts.shape
+        targets = targets.reshape(n_seq, t_len).transpose(0, 1)  # (T, n_seq)
+        terms = memory_losses(self.memory, run.aux, run.x, run.starts, run.state, targets)
+        if not terms:
+            return None
+        return torch.stack([t.reshape(()) for t in terms.values()]).sum()
+
+
+class _Latents(NamedTuple):
+    """One pass of the policy's memories over a batch (:meth:`MemoryRecurrentPolicy._latents`)."""
+
+    pi: Tensor  # (N, latent_dim_pi) the actor's MLP latent
+    vf: Tensor  # (N, latent_dim_vf) the critic's MLP latent
+    states: RNNStates  # the packed states after the last step
+    run_pi: MemoryRun  # the actor's memory run (for its auxiliary losses)
+    run_vf: MemoryRun  # the critic's (the actor's when the memory is shared)
 
 
 class _AddLossGradient(torch.autograd.Function):
@@ -290,19 +322,31 @@ class _AddLossGradient(torch.autograd.Function):
 
 # policy
 
+#: memory name -> the policy class bound to it (filled by the class declarations below)
+_POLICY_CLASSES: dict[str, type[MemoryRecurrentPolicy]] = {}
+
 
 class MemoryRecurrentPolicy(RecurrentActorCriticPolicy):
     """RecurrentPPO policy: our features extractor, one of our memories, SB3's MLP heads.
 
     ``policy_kwargs`` take SB3's ``ActorCriticPolicy`` arguments (``net_arch``, ``activation_fn``,
     ``features_extractor_class``, ...) plus ``memory``, ``memory_kwargs``, ``share_memory`` and
-    ``aux_loss_coef``. Subclasses made by :func:`sb3_policy_class` fix ``memory``.
+    ``aux_loss_coef``. A subclass bound to one memory is declared with the memory's name,
+    ``class ExpireSpanPolicy(MemoryRecurrentPolicy, memory="expire_span")``, and is then what
+    :func:`sb3_policy_class` returns for that name.
     """
 
     #: The memory used when ``memory`` is not given.
     default_memory: str = "expire_span"
-    #: Whether the class is bound to ``default_memory`` (classes from :func:`sb3_policy_class`).
+    #: Whether the class is bound to ``default_memory`` (declared with ``memory=``).
     memory_is_fixed: bool = False
+
+    def __init_subclass__(cls, memory: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if memory is not None:
+            memory_class(memory)  # a clear error listing the registered names
+            cls.default_memory, cls.memory_is_fixed = memory, True
+            _POLICY_CLASSES.setdefault(memory, cls)
 
     def __init__(
         self,
@@ -423,11 +467,28 @@ class MemoryRecurrentPolicy(RecurrentActorCriticPolicy):
         )
         return data
 
-    def _features(self, obs: Tensor | dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _latents(
+        self, obs: Tensor | dict[str, Tensor], lstm_states: RNNStates, episode_starts: Tensor
+    ) -> _Latents:
+        """Features -> memories (the actor's, and the critic's unless shared) -> MLP latents."""
         features = self.extract_features(obs)
-        if self.share_features_extractor:
-            return features, features
-        return features
+        pi_features, vf_features = (
+            (features, features) if self.share_features_extractor else features
+        )
+        latent_pi, states_pi, run_pi = self.lstm_actor(pi_features, lstm_states.pi, episode_starts)
+        if self.lstm_critic is None:
+            latent_vf, states_vf, run_vf = latent_pi, states_pi, run_pi
+        else:
+            latent_vf, states_vf, run_vf = self.lstm_critic(
+                vf_features, lstm_states.vf, episode_starts
+            )
+        return _Latents(
+            self.mlp_extractor.forward_actor(latent_pi),
+            self.mlp_extractor.forward_critic(latent_vf),
+            RNNStates(states_pi, states_vf),
+            run_pi,
+            run_vf,
+        )
 
     def forward(
         self,
@@ -437,20 +498,13 @@ class MemoryRecurrentPolicy(RecurrentActorCriticPolicy):
         deterministic: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor, RNNStates]:
         """One step per env while collecting: actions, values, log-probs and the next states."""
-        pi_features, vf_features = self._features(obs)
-        latent_pi, states_pi, _ = self.lstm_actor(pi_features, lstm_states.pi, episode_starts)
-        if self.lstm_critic is None:
-            latent_vf, states_vf = latent_pi, states_pi
-        else:
-            latent_vf, states_vf, _ = self.lstm_critic(vf_features, lstm_states.vf, episode_starts)
-        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
-        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
-        values = self.value_net(latent_vf)
-        distribution = self._get_action_dist_from_latent(latent_pi)
+        out = self._latents(obs, lstm_states, episode_starts)
+        values = self.value_net(out.vf)
+        distribution = self._get_action_dist_from_latent(out.pi)
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
         actions = actions.reshape((-1, *self.action_space.shape))
-        return actions, values, log_prob, RNNStates(states_pi, states_vf)
+        return actions, values, log_prob, out.states
 
     def get_distribution(
         self,
@@ -486,91 +540,76 @@ class MemoryRecurrentPolicy(RecurrentActorCriticPolicy):
         """Values, log-probs and entropy over padded sequences (the memory runs each sequence in
         one call); the memory's auxiliary losses ride on the values' gradient (module docstring).
         """
-        pi_features, vf_features = self._features(obs)
-        losses = torch.is_grad_enabled() and self.aux_loss_coef > 0
-        latent_pi, _, loss_pi = self.lstm_actor(
-            pi_features, lstm_states.pi, episode_starts, compute_losses=losses
-        )
-        aux_terms = [loss_pi] if loss_pi is not None else []
-        if self.lstm_critic is None:
-            latent_vf = latent_pi
-        else:
-            latent_vf, _, loss_vf = self.lstm_critic(
-                vf_features, lstm_states.vf, episode_starts, compute_losses=losses
-            )
-            aux_terms += [loss_vf] if loss_vf is not None else []
-        latent_pi = self.mlp_extractor.forward_actor(latent_pi)
-        latent_vf = self.mlp_extractor.forward_critic(latent_vf)
-        distribution = self._get_action_dist_from_latent(latent_pi)
+        out = self._latents(obs, lstm_states, episode_starts)
+        distribution = self._get_action_dist_from_latent(out.pi)
         log_prob = distribution.log_prob(actions)
-        values = self.value_net(latent_vf)
-        if aux_terms:
-            aux = torch.stack(aux_terms).sum()
-            if aux.requires_grad:
-                values = _AddLossGradient.apply(values, aux, self.aux_loss_coef)
+        values = self.value_net(out.vf)
+        if torch.is_grad_enabled() and self.aux_loss_coef > 0:
+            targets = values.detach().flatten()  # the critic's estimate of each step's return
+            terms = [self.lstm_actor.loss(out.run_pi, targets)]
+            if self.lstm_critic is not None:
+                terms.append(self.lstm_critic.loss(out.run_vf, targets))
+            terms = [t for t in terms if t is not None]
+            if terms:
+                aux = torch.stack(terms).sum()
+                if aux.requires_grad:
+                    values = _AddLossGradient.apply(values, aux, self.aux_loss_coef)
         return values, log_prob, distribution.entropy()
 
 
-# one named class per registered memory
-
-_CLASS_NAMES = {
-    "expire_span": "ExpireSpanPolicy",
-    "trxl": "TrXLPolicy",
-    "rmt": "RMTPolicy",
-    "memformer": "MemformerPolicy",
-    "rehearsal": "RehearsalPolicy",
-    "lstm": "LSTMMemoryPolicy",
-    "gru": "GRUMemoryPolicy",
-    "none": "NoMemoryPolicy",
-}
-_POLICY_CLASSES: dict[str, type[MemoryRecurrentPolicy]] = {}
+# one named class per built-in memory
 
 
-def _class_name(memory: str) -> str:
-    if memory in _CLASS_NAMES:
-        return _CLASS_NAMES[memory]
-    words = [w for w in re.split(r"[^0-9A-Za-z]+", memory) if w]
-    name = "".join(w[:1].upper() + w[1:] for w in words) + "Policy"
-    return name if name[0].isalpha() else "Memory" + name
+class ExpireSpanPolicy(MemoryRecurrentPolicy, memory="expire_span"):
+    """RecurrentPPO policy with the Expire-Span memory (:mod:`policies.memory.expire_span`)."""
+
+
+class TrXLPolicy(MemoryRecurrentPolicy, memory="trxl"):
+    """RecurrentPPO policy with the Transformer-XL memory (:mod:`policies.memory.trxl`)."""
+
+
+class RMTPolicy(MemoryRecurrentPolicy, memory="rmt"):
+    """RecurrentPPO policy with the Recurrent Memory Transformer (:mod:`policies.memory.rmt`)."""
+
+
+class MemformerPolicy(MemoryRecurrentPolicy, memory="memformer"):
+    """RecurrentPPO policy with the Memformer memory (:mod:`policies.memory.memformer`)."""
+
+
+class RehearsalPolicy(MemoryRecurrentPolicy, memory="rehearsal"):
+    """RecurrentPPO policy with Rehearsal Memory (:mod:`policies.memory.rehearsal`)."""
+
+
+class LSTMMemoryPolicy(MemoryRecurrentPolicy, memory="lstm"):
+    """RecurrentPPO policy with our LSTM memory (:mod:`policies.memory.rnn`)."""
+
+
+class GRUMemoryPolicy(MemoryRecurrentPolicy, memory="gru"):
+    """RecurrentPPO policy with our GRU memory (:mod:`policies.memory.rnn`)."""
+
+
+class NoMemoryPolicy(MemoryRecurrentPolicy, memory="none"):
+    """RecurrentPPO policy without memory (an MLP, :mod:`policies.memory.rnn`): the baseline."""
 
 
 def sb3_policy_class(memory: str) -> type[MemoryRecurrentPolicy]:
     """The RecurrentPPO policy class bound to the registered memory ``memory``.
 
-    E.g. ``sb3_policy_class("expire_span") is ExpireSpanPolicy``; names not in the built-in table
-    get ``CamelCase(name) + "Policy"``. Classes live in this module, so saved models load.
+    E.g. ``sb3_policy_class("expire_span") is ExpireSpanPolicy``. A memory registered outside
+    this library gets a class made here on first use, named ``CamelCase(memory) + "Policy"``
+    (not a module attribute: a saved model stores it by value).
     """
     memory_class(memory)  # a clear error listing the registered names
     if memory not in _POLICY_CLASSES:
-        name = _class_name(memory)
-        cls = type(
-            name,
-            (MemoryRecurrentPolicy,),
-            {
-                "__module__": __name__,
-                "__qualname__": name,
-                "__doc__": f"RecurrentPPO policy with the {memory!r} memory "
-                "(see MemoryRecurrentPolicy).",
-                "default_memory": memory,
-                "memory_is_fixed": True,
-            },
-        )
-        _POLICY_CLASSES[memory] = cls
-        globals()[name] = cls
+
+        class BoundPolicy(MemoryRecurrentPolicy, memory=memory):
+            __doc__ = f"RecurrentPPO policy with the {memory!r} memory."
+
+        name = "".join(w[:1].upper() + w[1:] for w in memory.replace("-", "_").split("_"))
+        BoundPolicy.__name__ = BoundPolicy.__qualname__ = f"{name}Policy"
     return _POLICY_CLASSES[memory]
 
 
 def policy_classes() -> dict[str, type[MemoryRecurrentPolicy]]:
     """Memory name -> policy class, for every registered memory."""
     return {name: sb3_policy_class(name) for name in available_memories()}
-
-
-def __getattr__(attr: str) -> type[MemoryRecurrentPolicy]:
-    # memories registered after this module was imported get their class on first access
-    for name in available_memories():
-        if _class_name(name) == attr:
-            return sb3_policy_class(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
-
-
-__all__ += [cls.__name__ for cls in policy_classes().values()]

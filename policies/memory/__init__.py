@@ -2,33 +2,10 @@
 registers every memory by name."""
 
 # importing a memory module registers it
-from . import expire_span, memformer, rehearsal, rmt, rnn, trxl  # noqa: F401
-from .base import (
-    Memory,
-    State,
-    available_memories,
-    cat_states,
-    detach_state,
-    index_state,
-    make_memory,
-    memory_class,
-    register_memory,
-    reset_state,
-    stack_states,
-    state_nbytes,
-)
+from . import base, expire_span, memformer, rehearsal, rmt, rnn, trxl  # noqa: F401
 
-__all__ = [
-    "Memory",
-    "State",
-    "available_memories",
-    "cat_states",
-    "detach_state",
-    "index_state",
-    "make_memory",
-    "memory_class",
-    "register_memory",
-    "reset_state",
-    "stack_states",
-    "state_nbytes",
-]
+# the contract, the registry and the state helpers: everything in base.__all__
+from .base import *  # noqa: F403
+
+__all__: list[str] = []
+__all__ += base.__all__

@@ -23,6 +23,11 @@ Contract:
   the call's steps and envs, to be added to the training loss with a coefficient) and detached
   diagnostics (``memory_size``: the mean number of memories attended per step, and others).
 * Nothing that belongs to an episode is kept on ``self``: state goes in and comes out.
+
+Training adds every auxiliary loss of a memory through :func:`memory_losses`: the ``loss_*``
+terms of ``forward``'s ``aux`` and those of :meth:`Memory.auxiliary_losses` on the same sequence.
+Both trainers (ours and the stable-baselines3 adapter) call it, so a memory's losses, and the
+targets they are given, are the same whichever algorithm trains it.
 """
 
 from __future__ import annotations
@@ -39,14 +44,16 @@ State = dict[str, Tensor]
 __all__ = [
     "Memory",
     "State",
+    "UnknownHyperparameterError",
     "available_memories",
     "cat_states",
     "detach_state",
     "index_state",
     "make_memory",
     "memory_class",
+    "memory_losses",
+    "pad_to",
     "register_memory",
-    "reset_state",
     "stack_states",
     "state_nbytes",
 ]
@@ -111,9 +118,11 @@ class Memory(nn.Module, abc.ABC):
     ) -> dict[str, Tensor]:
         """Self-supervised losses on a stored sequence (default: none).
 
-        Agents call it on each training sequence: ``x`` (T, B, input_dim) as given to ``forward``,
-        ``episode_starts`` (T, B), ``state`` the state at the sequence's start, and ``targets``
-        (T, B) a per-step training signal (the agents pass the returns). Returns ``loss_*`` scalars.
+        Called through :func:`memory_losses` on each training sequence: ``x`` (T, B, input_dim) as
+        given to ``forward``, ``episode_starts`` (T, B), ``state`` the (detached) state at the
+        sequence's start, and ``targets`` (T, B) a per-step estimate of the return (our trainer
+        passes the returns, the stable-baselines3 adapter the critic's values). Returns ``loss_*``
+        scalars.
         """
         return {}
 
@@ -161,10 +170,23 @@ def memory_class(name: str) -> type[Memory]:
         raise ValueError(f"unknown memory {name!r}; choose one of: {choices}") from None
 
 
+class UnknownHyperparameterError(ValueError):
+    """:func:`make_memory` got keys the memory does not take (``unknown``; ``allowed`` are)."""
+
+    def __init__(self, name: str, unknown: list[str], allowed: list[str]) -> None:
+        super().__init__(
+            f"unknown hyperparameter(s) {unknown} for memory {name!r}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+        self.unknown = unknown
+        self.allowed = allowed
+
+
 def make_memory(name: str, input_dim: int, **config) -> Memory:
     """Build the memory registered under ``name`` with ``input_dim`` inputs.
 
-    Unknown hyperparameters are refused with the list of those the memory accepts.
+    Unknown hyperparameters are refused (:class:`UnknownHyperparameterError`) with the list of
+    those the memory accepts.
     """
     cls = memory_class(name)
     params = inspect.signature(cls.__init__).parameters
@@ -173,11 +195,48 @@ def make_memory(name: str, input_dim: int, **config) -> Memory:
         allowed = [p for p in params if p not in ("self", "input_dim")]
         unknown = sorted(set(config) - set(allowed))
         if unknown:
-            raise ValueError(
-                f"unknown hyperparameter(s) {unknown} for memory {name!r}; "
-                f"allowed: {', '.join(allowed)}"
-            )
+            raise UnknownHyperparameterError(name, unknown, allowed)
     return cls(input_dim, **config)
+
+
+# training losses
+
+
+def memory_losses(
+    memory: Memory,
+    aux: dict[str, Tensor],
+    x: Tensor,
+    episode_starts: Tensor,
+    state: State,
+    targets: Tensor | None,
+    *,
+    with_auxiliary_losses: bool = True,
+) -> dict[str, Tensor]:
+    """Every auxiliary loss of ``memory`` on one training sequence, keyed ``loss_*``.
+
+    Args:
+        memory: the memory that ran the sequence.
+        aux: what ``memory(x, state, episode_starts)`` returned as ``aux``; its ``loss_*``
+            entries come first.
+        x: (T, B, input_dim) the memory's input over the sequence.
+        episode_starts: (T, B) bool.
+        state: the state at the sequence's start (detached here: the losses on a stored
+            sequence train the memory on that sequence only).
+        targets: (T, B) a per-step estimate of the return, for losses that learn what predicts
+            it (Rehearsal Memory's history teacher); None leaves such losses out.
+        with_auxiliary_losses: False leaves out :meth:`Memory.auxiliary_losses` (whose fragment
+            sampling depends on how a sequence is cut), keeping only ``aux``'s terms.
+
+    Returns:
+        ``loss_*`` name -> scalar, ``aux``'s terms then ``auxiliary_losses``' (a key returned
+        without the prefix gets it).
+    """
+    losses = {k: v for k, v in aux.items() if k.startswith("loss_")}
+    if with_auxiliary_losses:
+        extra = memory.auxiliary_losses(x, episode_starts, detach_state(state), targets)
+        for k, v in extra.items():
+            losses[k if k.startswith("loss_") else f"loss_{k}"] = v
+    return losses
 
 
 # state helpers
@@ -202,21 +261,13 @@ def index_state(state: State, index: Tensor | slice | Sequence[int]) -> State:
     return {k: v[index] for k, v in state.items()}
 
 
-def reset_state(state: State, starts: Tensor, initial: State) -> State:
-    """Replace the rows of ``state`` where ``starts`` (B,) is true by the rows of ``initial``.
-
-    For states whose tensors have the same shape as ``initial``'s (fixed-size memories).
-    """
-    out = {}
-    for k, v in state.items():
-        mask = starts.view(-1, *([1] * (v.dim() - 1)))
-        out[k] = torch.where(mask, initial[k].to(v.dtype), v)
-    return out
-
-
-def _pad_to(t: Tensor, shape: Sequence[int]) -> Tensor:
+def pad_to(t: Tensor, shape: Sequence[int]) -> Tensor:
+    """``t`` zero-padded at the end of every dim to ``shape`` (zero padding is empty memory by
+    the contract, so a padded state behaves as the original)."""
     if tuple(t.shape) == tuple(shape):
         return t
+    if len(shape) != t.dim() or any(h > w for h, w in zip(t.shape, shape, strict=True)):
+        raise ValueError(f"cannot zero-pad shape {tuple(t.shape)} to {tuple(shape)}")
     pad: list[int] = []
     for have, want in zip(reversed(t.shape), reversed(shape), strict=True):
         pad.extend([0, want - have])
@@ -238,7 +289,7 @@ def _padded(states: Sequence[State], skip_dim: int | None) -> list[State]:
             want = list(target)
             if skip_dim is not None:
                 want[skip_dim] = s[k].shape[skip_dim]
-            out[i][k] = _pad_to(s[k], want)
+            out[i][k] = pad_to(s[k], want)
     return out
 
 

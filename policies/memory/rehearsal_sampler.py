@@ -10,9 +10,10 @@ to the host, so the sampler runs on the accelerator without synchronising.
 
 The teacher (:class:`HistoryTeacher`, paper eq. 5) is a direct-reasoning model: it sees the raw
 fragments of the history and, by additive attention from each step's query, predicts that step's
-target (the agents pass the returns). Its attention weights rank the fragments; the selection
-takes half of the picks from each half of a row's history (paper eq. 6). The uniform sampler is
-the paper's "random sampler" ablation.
+target, a per-step estimate of the return (:func:`policies.memory.memory_losses` passes it: the
+returns under our trainer, the critic's values under stable-baselines3). Its attention weights
+rank the fragments; the selection takes half of the picks from each half of a row's history
+(paper eq. 6). The uniform sampler is the paper's "random sampler" ablation.
 """
 
 from __future__ import annotations

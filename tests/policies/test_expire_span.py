@@ -7,6 +7,7 @@ renormalisation, the relative positions, resets and that deleting expired memori
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -19,22 +20,13 @@ from policies.memory.transformer import masked_attention_weights
 D_IN = 6
 
 
-def build(name: str, seed: int = 0, **config):
-    torch.manual_seed(seed)
-    mem = make_memory(name, D_IN, **config)
-    mem.eval()
-    return mem
+RESETS = ((9, 0), (21, 1), (22, 1))  # mid-stream, and two in a row
 
 
-def run_chunks(mem, x, starts, sizes):
-    state = mem.initial_state(x.shape[1], x.device)
-    ys, auxs, lo = [], [], 0
-    for size in sizes:
-        y, state, aux = mem(x[lo : lo + size], state, starts[lo : lo + size])
-        ys.append(y)
-        auxs.append(aux)
-        lo += size
-    return torch.cat(ys), state, auxs
+@pytest.fixture
+def stream(episode_stream):
+    """``stream(t_len, batch)``: inputs and episode starts with the RESETS."""
+    return functools.partial(episode_stream, d_in=D_IN, resets=RESETS, seed=3)
 
 
 # naive references
@@ -93,17 +85,6 @@ def naive_memory(mem, x, starts, detach_before: int = 0):
     return mem.norm_out(h), None if spans is None else torch.stack(spans).detach()
 
 
-def stream(t_len: int, b: int, seed: int = 3):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(t_len, b, D_IN, generator=g)
-    starts = torch.zeros(t_len, b, dtype=torch.bool)
-    starts[0] = True
-    starts[9, 0] = True
-    starts[21, 1] = True
-    starts[22, 1] = True
-    return x, starts
-
-
 # mask and renormalised attention
 
 
@@ -143,9 +124,9 @@ def test_soft_mask_and_renormalised_attention_equal_a_pair_loop():
         ("trxl", dict(max_span=5, position_window=3)),
     ],
 )
-def test_cached_blocks_equal_full_history_loop(name, config):
+def test_cached_blocks_equal_full_history_loop(name, config, build_memory, stream, run_chunks):
     """Chunked runs with a cache (expired memories deleted) equal attention over all history."""
-    mem = build(name, **config)
+    mem = build_memory(name, D_IN, **config)
     x, starts = stream(30, 2)
     with torch.no_grad():
         for sizes in ([30], [1] * 30, [4, 11, 1, 7, 7]):
@@ -221,9 +202,9 @@ def _naive_span_loss(mem, state, x, alpha):
     return alpha * total / (ramp * t_len * 1)
 
 
-def test_span_loss_and_mask_gradients_come_only_from_the_ramp(monkeypatch):
+def test_span_loss_and_mask_gradients_come_only_from_the_ramp(monkeypatch, build_memory):
     ramp, alpha, t_len = 4.0, 0.5, 3
-    mem = build("expire_span", max_span=50, ramp=ramp, alpha=alpha, num_layers=1)
+    mem = build_memory("expire_span", D_IN, max_span=50, ramp=ramp, alpha=alpha, num_layers=1)
     pred = mem.span_predictors[0]
     # distances to the 3 queries are age, age+1, age+2
     ages = [2, 4, 10, 6, 6]
@@ -260,11 +241,11 @@ def test_span_loss_and_mask_gradients_come_only_from_the_ramp(monkeypatch):
     assert pred.bias.grad.abs().item() > 0
 
 
-def test_detached_old_memories_still_train_the_span_predictor(monkeypatch):
+def test_detached_old_memories_still_train_the_span_predictor(monkeypatch, build_memory):
     """A memory made before a detached state boundary (an agent's BPTT cut) sends gradient to
     ``(w, b)`` when it is inside its ramp in the new sequence, and none when it is not."""
     ramp, span = 4.0, 2.5  # m = 1 up to distance 2.5, ramp up to 6.5, then 0
-    mem = build("expire_span", max_span=10, ramp=ramp, alpha=0.1, num_layers=1)
+    mem = build_memory("expire_span", D_IN, max_span=10, ramp=ramp, alpha=0.1, num_layers=1)
     pred = mem.span_predictors[0]
     with torch.no_grad():  # every memory has e = 2.5
         pred.weight.zero_()
@@ -300,11 +281,13 @@ def test_detached_old_memories_still_train_the_span_predictor(monkeypatch):
 
 
 @pytest.mark.parametrize("boundary", [5, 12])
-def test_detached_sequences_match_a_detached_full_history_loop(boundary):
+def test_detached_sequences_match_a_detached_full_history_loop(boundary, build_memory, stream):
     """Chunks with ``detach_state`` between them (agents' BPTT) give the task loss's gradients for
     the span predictors and all other parameters that a full-history loop does when the layer
     inputs before the cut are detached: old memories reach ``(w, b)`` through their spans."""
-    mem = build("expire_span", max_span=6, ramp=3.0, init_span_fraction=0.4, position_window=4)
+    mem = build_memory(
+        "expire_span", D_IN, max_span=6, ramp=3.0, init_span_fraction=0.4, position_window=4
+    )
     x, starts = stream(24, 2)
     _, state, _ = mem(x[:boundary], mem.initial_state(2), starts[:boundary])
     y, _, _ = mem(x[boundary:], detach_state(state), starts[boundary:])
@@ -328,9 +311,9 @@ def test_detached_sequences_match_a_detached_full_history_loop(boundary):
 # cache size
 
 
-def test_expire_span_cache_stays_within_the_span_bound():
+def test_expire_span_cache_stays_within_the_span_bound(build_memory):
     ramp = 4.0
-    mem = build("expire_span", max_span=200, ramp=ramp, init_span_fraction=0.02)
+    mem = build_memory("expire_span", D_IN, max_span=200, ramp=ramp, init_span_fraction=0.02)
     x = torch.randn(300, 3, D_IN)
     starts = torch.zeros(300, 3, dtype=torch.bool)
     starts[0] = True
@@ -353,9 +336,9 @@ def test_expire_span_cache_stays_within_the_span_bound():
     assert mem.capacity() == 203
 
 
-def test_trxl_keeps_exactly_the_last_span():
+def test_trxl_keeps_exactly_the_last_span(build_memory, run_chunks):
     span = 10
-    mem = build("trxl", max_span=span)
+    mem = build_memory("trxl", D_IN, max_span=span)
     t_len = 57
     x = torch.randn(t_len, 2, D_IN)
     starts = torch.zeros(t_len, 2, dtype=torch.bool)
@@ -372,11 +355,10 @@ def test_trxl_keeps_exactly_the_last_span():
     assert auxs[0]["memory_size"].item() == pytest.approx(sum(range(4)) / 4)
 
 
-def test_state_padded_to_its_spec_gives_the_same_outputs():
+def test_state_padded_to_its_spec_gives_the_same_outputs(build_memory, stream, run_chunks):
     for name in ("expire_span", "trxl"):
-        mem = (
-            build(name, max_span=8, ramp=2.0) if name == "expire_span" else build(name, max_span=8)
-        )
+        ramp = dict(ramp=2.0) if name == "expire_span" else {}
+        mem = build_memory(name, D_IN, max_span=8, **ramp)
         x, starts = stream(30, 2)
         with torch.no_grad():
             _, state, _ = run_chunks(mem, x[:20], starts[:20], [20])
@@ -393,8 +375,8 @@ def test_state_padded_to_its_spec_gives_the_same_outputs():
 # random shortening
 
 
-def test_random_shortening_only_in_training_mode(monkeypatch):
-    mem = build("expire_span", max_span=40, init_span_fraction=0.5, dropout=0.0)
+def test_random_shortening_only_in_training_mode(monkeypatch, build_memory, stream, run_chunks):
+    mem = build_memory("expire_span", D_IN, max_span=40, init_span_fraction=0.5, dropout=0.0)
     x, starts = stream(25, 2)
     with torch.no_grad():
         torch.manual_seed(1)

@@ -4,6 +4,7 @@ reference. Learning to recall is in test_recall.py."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -15,12 +16,20 @@ D_IN = 6
 S = 4
 K = 3
 
+CONFIG = dict(segment_len=S, num_slots=K, d_model=16, num_layers=2, num_heads=2)
+RESETS = ((6, 0), (9, 1), (12, 2))  # mid-segment and on segment boundaries
 
-def build(seed: int = 0, **config):
-    torch.manual_seed(seed)
-    cfg = dict(segment_len=S, num_slots=K, d_model=16, num_layers=2, num_heads=2)
-    cfg.update(config)
-    return make_memory("memformer", D_IN, **cfg).eval()
+
+@pytest.fixture
+def build(build_memory):
+    """``build(seed=0, **config)``: a small Memformer in eval mode."""
+    return functools.partial(build_memory, "memformer", D_IN, **CONFIG)
+
+
+@pytest.fixture
+def episodes(episode_stream):
+    """``episodes(t_len, batch)``: inputs and episode starts with the RESETS."""
+    return functools.partial(episode_stream, d_in=D_IN, resets=RESETS)
 
 
 def naive_write(writer, memory: torch.Tensor, hidden: torch.Tensor, tau: float) -> torch.Tensor:
@@ -71,27 +80,6 @@ def naive_reference(mem, x: torch.Tensor, starts: torch.Tensor):
     return y, torch.stack(finals)
 
 
-def run_chunks(mem, x, starts, sizes):
-    state = mem.initial_state(x.shape[1])
-    ys, lo = [], 0
-    for size in sizes:
-        y, state, _ = mem(x[lo : lo + size], state, starts[lo : lo + size])
-        ys.append(y)
-        lo += size
-    return torch.cat(ys), state
-
-
-def episodes(t_len: int = 19, batch: int = 3, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(t_len, batch, D_IN, generator=g)
-    starts = torch.zeros(max(t_len, 13), batch, dtype=torch.bool)
-    starts[0] = True
-    starts[6, 0] = True
-    starts[9, 1 % batch] = True
-    starts[12, 2 % batch] = True
-    return x, starts[:t_len].clone()
-
-
 def segment_hidden(seed: int = 3, batch: int = 2, d: int = 16):
     g = torch.Generator().manual_seed(seed)
     memory = torch.nn.functional.normalize(torch.randn(batch, K, d, generator=g), dim=-1)
@@ -102,7 +90,7 @@ def segment_hidden(seed: int = 3, batch: int = 2, d: int = 16):
 # the writer
 
 
-def test_writer_matches_per_slot_loop():
+def test_writer_matches_per_slot_loop(build):
     mem = build()
     memory, hidden, valid = segment_hidden()
     for tau in (0.5, 0.2):
@@ -114,7 +102,7 @@ def test_writer_matches_per_slot_loop():
                 torch.testing.assert_close(new[b], ref, atol=1e-5, rtol=1e-4)
 
 
-def test_slot_update_ignores_other_slots():
+def test_slot_update_ignores_other_slots(build):
     """Perturbing slot j changes only slot j's new memory."""
     mem = build()
     memory, hidden, valid = segment_hidden()
@@ -131,16 +119,16 @@ def test_slot_update_ignores_other_slots():
                     torch.testing.assert_close(new_j[:, i], new[:, i], atol=0, rtol=0)
 
 
-def test_bmn_gives_unit_slots_and_initial_state_is_normalised_bias():
+def test_bmn_gives_unit_slots_and_initial_state_is_normalised_bias(build, episodes, run_chunks):
     mem = build()
     bias = mem.writer.bias.detach()
     expected = bias / bias.norm(dim=-1, keepdim=True)
     state = mem.initial_state(5)
     for b in range(5):
         torch.testing.assert_close(state["memory"][b], expected)
-    x, starts = episodes()
+    x, starts = episodes(19, 3)
     with torch.no_grad():
-        _, state = run_chunks(mem, x, starts, [19])
+        _, state, _ = run_chunks(mem, x, starts, [19])
         memory, hidden, valid = segment_hidden()
         new, _ = mem.writer(memory * 3.0, hidden, valid)  # unnormalised input: still unit
     torch.testing.assert_close(state["memory"].norm(dim=-1), torch.ones(3, K))
@@ -148,7 +136,7 @@ def test_bmn_gives_unit_slots_and_initial_state_is_normalised_bias():
     assert not torch.allclose(state["memory"], expected.expand(3, -1, -1))
 
 
-def test_lower_tau_sharpens_the_write():
+def test_lower_tau_sharpens_the_write(build):
     mem = build()
     memory, hidden, valid = segment_hidden()
     entropies = []
@@ -161,7 +149,7 @@ def test_lower_tau_sharpens_the_write():
     assert all(a > b for a, b in zip(entropies, entropies[1:], strict=False)), entropies
 
 
-def test_write_ignores_empty_slots_of_the_segment():
+def test_write_ignores_empty_slots_of_the_segment(build):
     mem = build()
     memory, hidden, valid = segment_hidden()
     valid[:, 2:] = False
@@ -176,34 +164,34 @@ def test_write_ignores_empty_slots_of_the_segment():
 # the segment loop
 
 
-def test_matches_naive_reference_any_chunking():
+def test_matches_naive_reference_any_chunking(build, episodes, run_chunks):
     mem = build()
-    x, starts = episodes()
+    x, starts = episodes(19, 3)
     with torch.no_grad():
         y_ref, mem_ref = naive_reference(mem, x, starts)
         for sizes in ([19], [1] * 19, [3, 6, 2, 8]):
-            y, state = run_chunks(mem, x, starts, sizes)
+            y, state, _ = run_chunks(mem, x, starts, sizes)
             torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(state["memory"], mem_ref, atol=1e-5, rtol=1e-4)
 
 
-def test_every_layer_reads_the_memory():
+def test_every_layer_reads_the_memory(build, episodes, run_chunks):
     """Each layer's cross-attention changes the first step's output (it reads the memory)."""
     mem = build()
-    x, starts = episodes(t_len=1)
+    x, starts = episodes(1, 3)
     with torch.no_grad():
-        y0, _ = run_chunks(mem, x, starts, [1])
+        y0, _, _ = run_chunks(mem, x, starts, [1])
         for block in mem.blocks:
             saved = block.cross_attn.out.weight.clone()
             block.cross_attn.out.weight.zero_()
-            y1, _ = run_chunks(mem, x, starts, [1])
+            y1, _, _ = run_chunks(mem, x, starts, [1])
             block.cross_attn.out.weight.copy_(saved)
             assert (y1 - y0).abs().amax() > 1e-4
 
 
-def test_memory_size_counts_slots_and_segment():
+def test_memory_size_counts_slots_and_segment(build, episodes):
     mem = build()
-    x, starts = episodes(t_len=2 * S, batch=2)
+    x, starts = episodes(2 * S, 2)
     starts[1:] = False
     with torch.no_grad():
         _, _, aux = mem(x, mem.initial_state(2), starts)

@@ -6,6 +6,8 @@ piece is compared with a naive reference (loops over envs, slots and items).
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,9 +24,10 @@ from policies.memory.rehearsal_sampler import (
 D_IN = 12
 
 
-def build(seed: int = 0, **config) -> RehearsalMemory:
-    torch.manual_seed(seed)
-    return make_memory("rehearsal", D_IN, **config)
+@pytest.fixture
+def build(build_memory):
+    """``build(seed=0, **config)``: a Rehearsal Memory in training mode."""
+    return functools.partial(build_memory, "rehearsal", D_IN, train=True)
 
 
 def random_starts(t: int, b: int, p: float, seed: int) -> torch.Tensor:
@@ -125,7 +128,7 @@ def reference_write(mem: RehearsalMemory, slots: torch.Tensor, feats: torch.Tens
     return torch.stack(out)
 
 
-def test_gru_update_equals_per_slot_reference():
+def test_gru_update_equals_per_slot_reference(build):
     mem = build(num_slots=3, d_model=16, num_heads=2)
     slots = torch.randn(2, 3, 16)
     feats = torch.randn(2, 5, 16)
@@ -149,7 +152,7 @@ def reference_read(mem: RehearsalMemory, item, slots, segment) -> torch.Tensor:
     return mem.norm_ff(y + mem.ff(y))
 
 
-def test_slots_are_written_only_at_segment_ends():
+def test_slots_are_written_only_at_segment_ends(build):
     """Step by step, against a naive memory that keeps each env's segment in a list."""
     s_len, t_len, batch = 4, 30, 3
     mem = build(segment_len=s_len, d_model=16, num_heads=2).eval()
@@ -202,7 +205,7 @@ def test_bad_hyperparameters_are_refused():
 # the rehearsal losses
 
 
-def test_rehearsal_losses_are_finite_and_train_every_rehearsal_parameter():
+def test_rehearsal_losses_are_finite_and_train_every_rehearsal_parameter(build):
     mem = build()
     mem.train()
     t_len, batch = 40, 4
@@ -229,7 +232,7 @@ def test_rehearsal_losses_are_finite_and_train_every_rehearsal_parameter():
                if not n.startswith("teacher."))
 
 
-def test_losses_are_weighted_and_uniform_sampler_needs_no_teacher():
+def test_losses_are_weighted_and_uniform_sampler_needs_no_teacher(build):
     t_len, batch = 40, 4
     x = torch.randn(t_len, batch, D_IN)
     starts = random_starts(t_len, batch, 0.0, seed=0)
@@ -248,7 +251,7 @@ def test_losses_are_weighted_and_uniform_sampler_needs_no_teacher():
     assert res.fragments.valid[res.picked, torch.arange(batch)].all()
 
 
-def test_only_fragments_written_into_the_memory_are_rehearsed():
+def test_only_fragments_written_into_the_memory_are_rehearsed(build):
     """A fragment is rehearsed only if a segment ended, in its episode, at or after its end."""
     mem = build(segment_len=8, fragment_len=4, num_fragments=10, sampler="uniform")
     starts = torch.zeros(20, 2, dtype=torch.bool)
@@ -272,7 +275,7 @@ def row_stream(t_len: int, batch: int, seed: int) -> torch.Tensor:
     return centre + 0.5 * torch.randn(t_len, batch, D_IN, generator=g)
 
 
-def test_familiarity_separates_positives_from_negatives():
+def test_familiarity_separates_positives_from_negatives(build):
     mem = build(seed=1, sampler="uniform", d_model=32, num_heads=2, decoder_layers=1)
     opt = torch.optim.Adam(mem.parameters(), lr=1e-2)
     t_len, batch = 32, 8
@@ -307,7 +310,7 @@ def cue_stream(t_len: int, batch: int, length: int, seed: int):
     return x, key.expand(t_len, batch).clone()
 
 
-def test_teacher_ranks_the_informative_fragment_above_noise():
+def test_teacher_ranks_the_informative_fragment_above_noise(build):
     t_len, batch, length = 64, 16, 8
     torch.manual_seed(0)
     teacher = HistoryTeacher(D_IN, hidden_dim=32)

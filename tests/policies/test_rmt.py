@@ -4,6 +4,8 @@ gradients across segments through the memory). Learning to recall is in test_rec
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -15,22 +17,20 @@ S = 4
 M = 3
 
 
-def build(seed: int = 0, **config):
-    torch.manual_seed(seed)
-    cfg = dict(segment_len=S, num_memory_tokens=M, d_model=16, num_layers=2, num_heads=2)
-    cfg.update(config)
-    mem = make_memory("rmt", D_IN, **cfg)
-    return mem.eval()
+CONFIG = dict(segment_len=S, num_memory_tokens=M, d_model=16, num_layers=2, num_heads=2)
+RESETS = ((6, 0), (9, 1), (10, 1), (12, 2))  # mid-segment, two in a row, on a segment boundary
 
 
-def run_chunks(mem, x, starts, sizes, state=None):
-    state = mem.initial_state(x.shape[1]) if state is None else state
-    ys, lo = [], 0
-    for size in sizes:
-        y, state, _ = mem(x[lo : lo + size], state, starts[lo : lo + size])
-        ys.append(y)
-        lo += size
-    return torch.cat(ys), state
+@pytest.fixture
+def build(build_memory):
+    """``build(seed=0, **config)``: a small RMT in eval mode."""
+    return functools.partial(build_memory, "rmt", D_IN, **CONFIG)
+
+
+@pytest.fixture
+def episodes(episode_stream):
+    """``episodes(t_len, batch)``: inputs and episode starts with the RESETS."""
+    return functools.partial(episode_stream, d_in=D_IN, resets=RESETS)
 
 
 # naive reference: one env, one token list, masks built pair by pair
@@ -80,24 +80,12 @@ def naive_reference(mem, x: torch.Tensor, starts: torch.Tensor):
     return y, torch.stack(finals)
 
 
-def episodes(t_len: int = 19, batch: int = 3, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(t_len, batch, D_IN, generator=g)
-    starts = torch.zeros(max(t_len, 13), batch, dtype=torch.bool)
-    starts[0] = True
-    starts[6, 0] = True  # mid-segment reset
-    starts[9, 1 % batch] = True
-    starts[10, 1 % batch] = True  # two resets in a row
-    starts[12, 2 % batch] = True  # on a segment boundary
-    return x, starts[:t_len].clone()
-
-
 # tests
 
 
-def test_layout_matches_a_step_loop():
+def test_layout_matches_a_step_loop(episodes):
     """Positions and segment indices of the vectorised layout against a per-env loop."""
-    x, starts = episodes(t_len=15, batch=3)
+    x, starts = episodes(15, 3)
     starts[0] = False  # the carried segments go on
     phase = torch.tensor([0, 2, 3])
     carried = torch.randn(3, S, D_IN)
@@ -120,58 +108,58 @@ def test_layout_matches_a_step_loop():
     assert lay.valid[1, 0].tolist() == [True, True, True, True]  # 2 carried + steps 0, 1
 
 
-def test_matches_naive_reference_any_chunking():
+def test_matches_naive_reference_any_chunking(build, episodes, run_chunks):
     mem = build()
-    x, starts = episodes()
+    x, starts = episodes(19, 3)
     with torch.no_grad():
         y_ref, mem_ref = naive_reference(mem, x, starts)
         for sizes in ([19], [1] * 19, [5, 2, 7, 1, 4]):
-            y, state = run_chunks(mem, x, starts, sizes)
+            y, state, _ = run_chunks(mem, x, starts, sizes)
             torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(state["memory"], mem_ref, atol=1e-5, rtol=1e-4)
             assert state["phase"].tolist() == [(19 - 6) % S, (19 - 10) % S, (19 - 12) % S]
 
 
-def test_padding_of_the_open_segment_is_ignored():
+def test_padding_of_the_open_segment_is_ignored(build, episodes, run_chunks):
     """Garbage after ``phase`` in the state's open segment changes nothing (zero padding too)."""
     mem = build()
-    x, starts = episodes()
+    x, starts = episodes(19, 3)
     with torch.no_grad():
-        _, state = run_chunks(mem, x[:6], starts[:6], [6])
+        _, state, _ = run_chunks(mem, x[:6], starts[:6], [6])
         assert state["phase"].tolist() == [2, 2, 2]
         noisy = dict(state, segment=state["segment"].clone())
         noisy["segment"][:, 2:] = 1e3 * torch.randn(3, S - 2, D_IN)
-        y1, s1 = run_chunks(mem, x[6:], starts[6:], [13], state)
-        y2, s2 = run_chunks(mem, x[6:], starts[6:], [13], noisy)
+        y1, s1, _ = run_chunks(mem, x[6:], starts[6:], [13], state)
+        y2, s2, _ = run_chunks(mem, x[6:], starts[6:], [13], noisy)
     torch.testing.assert_close(y1, y2)
     for k in s1:
         torch.testing.assert_close(s1[k], s2[k])
 
 
-def test_steps_never_see_the_write_tokens():
+def test_steps_never_see_the_write_tokens(build, episodes, run_chunks):
     """Perturbing what only the write tokens see (their positions) changes no output inside the
     first segment, and does change the next segment (the memory carries it)."""
     mem = build()
-    x, starts = episodes(t_len=2 * S)
+    x, starts = episodes(2 * S, 3)
     starts[1:] = False
     with torch.no_grad():
-        y1, _ = run_chunks(mem, x, starts, [2 * S])
+        y1, _, _ = run_chunks(mem, x, starts, [2 * S])
         mem.positions[M + S :] += torch.randn(M, mem.d_model)
-        y2, _ = run_chunks(mem, x, starts, [2 * S])
+        y2, _, _ = run_chunks(mem, x, starts, [2 * S])
     torch.testing.assert_close(y1[:S], y2[:S], atol=0, rtol=0)
     assert (y1[S:] - y2[S:]).abs().amax() > 1e-3
     # and a step never sees later steps of its segment
     x2 = x.clone()
     x2[S - 1] += 1.0
     with torch.no_grad():
-        y3, _ = run_chunks(mem, x2, starts, [2 * S])
+        y3, _, _ = run_chunks(mem, x2, starts, [2 * S])
     torch.testing.assert_close(y3[: S - 1], y2[: S - 1], atol=0, rtol=0)
     assert (y3[S:] - y2[S:]).abs().amax() > 1e-3
 
 
-def test_memory_changes_only_at_segment_ends():
+def test_memory_changes_only_at_segment_ends(build, episodes):
     mem = build()
-    x, starts = episodes(t_len=15, batch=3)
+    x, starts = episodes(15, 3)
     state = mem.initial_state(3)
     init = mem.memory_init.detach()
     with torch.no_grad():
@@ -188,13 +176,13 @@ def test_memory_changes_only_at_segment_ends():
                     assert torch.equal(state["memory"][b], before[b]), (t, b)
 
 
-def test_gradient_crosses_segments_through_memory():
+def test_gradient_crosses_segments_through_memory(build, episodes, run_chunks):
     """A loss on segment 2 reaches segment 0's inputs, only through the memory tokens."""
     mem = build()
-    x, starts = episodes(t_len=3 * S, batch=2)
+    x, starts = episodes(3 * S, 2)
     starts[1:] = False
     x.requires_grad_(True)
-    y, _ = run_chunks(mem, x, starts, [3 * S])
+    y, _, _ = run_chunks(mem, x, starts, [3 * S])
     y[2 * S :].pow(2).sum().backward()
     assert x.grad[:S].abs().sum() > 0
     assert x.grad[S : 2 * S].abs().sum() > 0
@@ -203,14 +191,14 @@ def test_gradient_crosses_segments_through_memory():
     state = mem.initial_state(2)
     _, state, _ = mem(x[:S], state, starts[:S])
     assert state["phase"].tolist() == [0, 0]
-    y, _ = run_chunks(mem, x[S:], starts[S:], [2 * S], detach_state(state))
+    y, _, _ = run_chunks(mem, x[S:], starts[S:], [2 * S], detach_state(state))
     y[S:].pow(2).sum().backward()
     assert x.grad is None or x.grad[:S].abs().sum() == 0
 
 
-def test_memory_size_counts_tokens_and_segment():
+def test_memory_size_counts_tokens_and_segment(build, episodes):
     mem = build()
-    x, starts = episodes(t_len=S, batch=2)
+    x, starts = episodes(S, 2)
     starts[1:] = False
     with torch.no_grad():
         _, _, aux = mem(x, mem.initial_state(2), starts)
@@ -232,11 +220,11 @@ def test_bad_hyperparameters_are_refused(config, match):
         make_memory("rmt", D_IN, **config)
 
 
-def test_empty_call_keeps_state_and_bad_shapes_are_refused():
+def test_empty_call_keeps_state_and_bad_shapes_are_refused(build, episodes, run_chunks):
     mem = build()
-    x, starts = episodes(t_len=6)
+    x, starts = episodes(6, 3)
     with torch.no_grad():
-        _, state = run_chunks(mem, x, starts, [6])
+        _, state, _ = run_chunks(mem, x, starts, [6])
         y, same, _ = mem(x[:0], state, starts[:0])
     assert y.shape == (0, 3, mem.output_dim)
     for k in state:

@@ -20,8 +20,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from policies import sb3
-from policies.encoders import BagOfWordsEncoder
-from policies.memory import available_memories
+from policies.encoders import BoxEncoder
+from policies.memory import available_memories, base, memory_class, register_memory
 from policies.sb3 import (
     BagOfWordsExtractor,
     MemoryRecurrentPolicy,
@@ -38,6 +38,9 @@ def _sb3_logs_in_tmp(tmp_path, monkeypatch):
 
 NAMES = available_memories()
 V = 4  # words: cue_a, cue_b, corridor, goal
+#: settings under which a memory's auxiliary losses act within the cue task's 5-step episodes
+#: (RecurrentPPO cuts its sequences at episode starts)
+SHORT_EPISODES = {"rehearsal": dict(segment_len=2, fragment_len=2, num_fragments=2)}
 
 
 class CueEnv(gym.Env):
@@ -185,6 +188,29 @@ def test_named_policy_class_per_memory(name):
     assert issubclass(cls, MemoryRecurrentPolicy) and cls.default_memory == name
     assert getattr(sb3, cls.__name__) is cls and cls.__module__ == "policies.sb3"
     assert sb3.policy_classes()[name] is cls
+
+
+def test_a_memory_registered_later_gets_a_bound_class(monkeypatch, tmp_path):
+    """A memory registered outside the library gets a class bound to it, which saves and loads
+    (stored by value: it is not a module attribute)."""
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(sb3, "_POLICY_CLASSES", dict(sb3._POLICY_CLASSES))
+
+    @register_memory("tiny_gru")
+    class TinyGRU(memory_class("gru")):
+        pass
+
+    cls = sb3_policy_class("tiny_gru")
+    assert cls.__name__ == "TinyGruPolicy" and not hasattr(sb3, "TinyGruPolicy")
+    assert sb3_policy_class("tiny_gru") is cls and sb3.policy_classes()["tiny_gru"] is cls
+    model = RecurrentPPO(cls, cue_vec_env(1), n_steps=4, batch_size=4, device="cpu",
+                         policy_kwargs={"memory_kwargs": {"hidden_dim": 6}})
+    assert isinstance(model.policy.memory, TinyGRU)
+    model.save(tmp_path / "m.zip")
+    loaded = RecurrentPPO.load(tmp_path / "m.zip", device="cpu")
+    assert loaded.policy.memory_name == "tiny_gru" and isinstance(loaded.policy.memory, TinyGRU)
+    for k, v in model.policy.state_dict().items():
+        assert torch.equal(v, loaded.policy.state_dict()[k])
 
 
 def test_named_classes_and_bad_arguments():
@@ -337,9 +363,9 @@ def test_evaluate_actions_on_padded_sequences_equals_stepping(name, share):
 @pytest.mark.parametrize("name", NAMES)
 def test_auxiliary_losses_join_the_gradient(name):
     """The gradient of evaluate_actions' values equals that of values + coef * sum(loss_*) computed
-    by hand from our memory (train mode, same RNG)."""
+    by hand from our memory (train mode, same RNG), the critic's values as the losses' targets."""
     coef = 0.5
-    model = make_model(name, aux_loss_coef=coef)
+    model = make_model(name, aux_loss_coef=coef, memory_kwargs=SHORT_EPISODES.get(name, {}))
     collect(model)
     policy = model.policy
     policy.set_training_mode(True)
@@ -364,14 +390,30 @@ def test_auxiliary_losses_join_the_gradient(name):
     state, fresh = packer.unpack(data.lstm_states.pi)
     starts[0] |= fresh
     y, _, aux = mem(x, state, starts)
-    extra = mem.auxiliary_losses(x, starts, state, None)
-    aux_loss = sum(v for k, v in {**aux, **extra}.items() if k.startswith("loss_"))
     ref_values = policy.value_net(policy.mlp_extractor.forward_critic(
         y.transpose(0, 1).reshape(-1, mem.output_dim)))
     torch.testing.assert_close(values, ref_values, atol=1e-5, rtol=1e-4)
+    # the targets of losses that learn what predicts the return: the critic's values, time-major
+    targets = ref_values.detach().reshape(n_seq, -1).transpose(0, 1)
+    extra = mem.auxiliary_losses(x, starts, state, targets)
+    aux_loss = sum(v for k, v in {**aux, **extra}.items() if k.startswith("loss_"))
     want = grads(ref_values.sum() + coef * aux_loss)
     for p, g, w in zip(params, got, want, strict=True):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4, msg=lambda m, p=p: f"{p.shape}: {m}")
+
+
+@pytest.mark.skipif("rehearsal" not in NAMES, reason="needs the rehearsal memory")
+def test_rehearsal_teacher_trains_under_recurrent_ppo():
+    """evaluate_actions gives the rehearsal losses per-step targets (the critic's values), so
+    RecurrentPPO's updates train the history teacher that ranks the fragments; without targets
+    the teacher gets no gradient and the fragments are drawn uniformly."""
+    model = make_model("rehearsal", n_envs=2, n_steps=12, batch_size=12,
+                       memory_kwargs=SHORT_EPISODES["rehearsal"])
+    teacher = model.policy.memory.teacher
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    model.learn(total_timesteps=48)  # two updates
+    unchanged = [k for k, v in teacher.state_dict().items() if torch.equal(v, before[k])]
+    assert not unchanged, f"teacher parameters not trained: {unchanged}"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -428,7 +470,7 @@ def test_bag_of_words_extractor_with_ppo():
     model.learn(total_timesteps=32)
     extractor = model.policy.features_extractor
     assert isinstance(extractor, BagOfWordsExtractor)
-    assert isinstance(extractor.encoder, BagOfWordsEncoder) and extractor.features_dim == 64
+    assert isinstance(extractor.encoder, BoxEncoder) and extractor.features_dim == 64
     obs = random_obs(1, 5)[0]
     lin1, lin2 = extractor.encoder.net[0], extractor.encoder.net[2]
     flat = torch.as_tensor(obs).float().reshape(5, -1)
