@@ -1,9 +1,11 @@
-"""Shared fixtures of the agent tests: the command-line scripts, loaded as modules."""
+"""Shared fixtures of the agent tests: the command-line scripts, loaded as modules (``script``
+returns the loader, as tests/conftest.py's fixtures return their builders)."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -23,6 +25,11 @@ def load_script(name: str) -> ModuleType:
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     return module
+
+
+@pytest.fixture
+def script() -> Callable[[str], ModuleType]:
+    return load_script
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from conftest import load_script
 
 from agents.config import PPOConfig
 
@@ -168,8 +167,8 @@ def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
     assert len(checkpoints) == 1 and str(checkpoints[0]) in out
 
 
-def test_learning_seeds_refuses_bad_input(capsys):
-    seeds = load_script("learning_seeds")
+def test_learning_seeds_refuses_bad_input(script, capsys):
+    seeds = script("learning_seeds")
     msg = refused(seeds.main, ["--total-steps", "0"], capsys)
     assert "--total-steps must be an integer >= 1, got 0" in msg
     msg = refused(seeds.main, ["--set", "n_env=3"], capsys)
@@ -189,9 +188,9 @@ def tiny_corridor_checkpoint(tmp_path_factory):
     return path
 
 
-def test_evaluate_agent_refuses_before_evaluating(tiny_corridor_checkpoint, capsys, tmp_path,
-                                                 monkeypatch):
-    evaluate = load_script("evaluate_agent")
+def test_evaluate_agent_refuses_before_evaluating(script, tiny_corridor_checkpoint, capsys,
+                                                 tmp_path, monkeypatch):
+    evaluate = script("evaluate_agent")
 
     def never(*args, **kwargs):
         raise AssertionError("evaluated although the input is refused")
@@ -211,8 +210,8 @@ def test_evaluate_agent_refuses_before_evaluating(tiny_corridor_checkpoint, caps
     assert "cannot evaluate on MemoRL/Portal-R5-v0: its observation space" in msg
 
 
-def test_evaluate_agent_reports_and_takes_env_kwargs(tiny_corridor_checkpoint, capsys):
-    evaluate = load_script("evaluate_agent")
+def test_evaluate_agent_reports_and_takes_env_kwargs(script, tiny_corridor_checkpoint, capsys):
+    evaluate = script("evaluate_agent")
     code = evaluate.main([str(tiny_corridor_checkpoint), "--episodes", "4", "--n-envs", "2",
                           "--env-kwargs", "min_length=3", "max_length=3"])
     assert code == 0
@@ -225,8 +224,8 @@ def test_evaluate_agent_reports_and_takes_env_kwargs(tiny_corridor_checkpoint, c
     assert "lenght" in msg
 
 
-def test_corridor_lengths_table_and_picture(tiny_corridor_checkpoint, capsys, tmp_path):
-    lengths = load_script("corridor_lengths")
+def test_corridor_lengths_table_and_picture(script, tiny_corridor_checkpoint, capsys, tmp_path):
+    lengths = script("corridor_lengths")
     png = tmp_path / "len.png"
     code = lengths.main([str(tiny_corridor_checkpoint), "--lengths", "3", "5", "--episodes", "4",
                          "--n-envs", "2", "--png", str(png)])
@@ -243,7 +242,7 @@ def test_corridor_lengths_table_and_picture(tiny_corridor_checkpoint, capsys, tm
     assert "--lengths must lie in [3, 10000], got [2]" in msg
 
 
-def test_plot_runs_draws_a_panel_per_tag(tmp_path, capsys):
+def test_plot_runs_draws_a_panel_per_tag(script, tmp_path, capsys):
     from torch.utils.tensorboard import SummaryWriter
 
     for name in ("run_a", "run_b"):
@@ -251,7 +250,7 @@ def test_plot_runs_draws_a_panel_per_tag(tmp_path, capsys):
             for step in range(5):
                 writer.add_scalar("charts/success_rate", step / 4, step * 100)
                 writer.add_scalar("memory/span_mean", 20 - step, step * 100)
-    plot = load_script("plot_runs")
+    plot = script("plot_runs")
     out = tmp_path / "curves.png"
     assert plot.main([str(tmp_path), "--tag", "charts/success_rate", "memory/span_mean",
                       "--labels", "A", "B", "--out", str(out)]) == 0
