@@ -256,7 +256,8 @@ class _StopSignals:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # an ignored signal stays ignored
+                self._previous[sig] = signal.signal(sig, self._handle)
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
