@@ -7,7 +7,10 @@ from .checkpoint import CheckpointError
 from .config import A2CConfig, AgentConfig, PPOConfig, field_docs
 from .gae import compute_gae
 from .mrbp import bptt_backward, mrbp_backward
-from .trainer import ActorCriticTrainer, NonFiniteLossError
+from .presets import PRESETS, apply_preset
+from .run import NonFiniteLossError, TrainingInterrupted
+from .rundir import RunLockedError
+from .trainer import ActorCriticTrainer
 from .vec import make_vec_env, resolve_env
 
 __all__ = [
@@ -19,9 +22,13 @@ __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
     "PPO",
+    "PRESETS",
     "PPOConfig",
     "RolloutBuffer",
+    "RunLockedError",
     "SequenceBatch",
+    "TrainingInterrupted",
+    "apply_preset",
     "bptt_backward",
     "compute_gae",
     "field_docs",

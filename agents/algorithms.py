@@ -18,8 +18,8 @@ __all__ = ["A2C", "ALGORITHMS", "PPO"]
 
 class PPO(ActorCriticTrainer):
     """Proximal policy optimisation (Schulman et al. 2017): clipped surrogate, several epochs of
-    minibatches of whole sequences, advantage normalisation, optional value clipping.
-    Hyperparameters: :class:`~agents.config.PPOConfig`."""
+    minibatches of whole sequences, optional advantage normalisation (``norm_adv``, off by
+    default) and value clipping. Hyperparameters: :class:`~agents.config.PPOConfig`."""
 
     config_class = PPOConfig
     algo_name = "PPO"

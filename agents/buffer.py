@@ -3,35 +3,28 @@ at the start of each training sequence, GAE, and minibatches of whole sequences.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
 from policies.memory import State, index_state, stack_states
 
 from .gae import compute_gae
 
-__all__ = ["RolloutBuffer", "SequenceBatch", "tree_map", "obs_to_tensor"]
+__all__ = ["RolloutBuffer", "SequenceBatch", "obs_to_tensor"]
 
+#: an observation batch: a tensor, or a (nested) dict of tensors; handled with torch's pytree
 Obs = Tensor | dict[str, Any]
-
-
-def tree_map(fn: Callable[[Tensor], Tensor], obs: Obs) -> Obs:
-    """Apply ``fn`` to every tensor of an observation (a tensor or a nested dict of tensors)."""
-    if isinstance(obs, dict):
-        return {k: tree_map(fn, v) for k, v in obs.items()}
-    return fn(obs)
 
 
 def obs_to_tensor(obs: Any, device: torch.device) -> Obs:
     """A numpy observation batch (array or dict of arrays) as tensors on ``device``."""
-    if isinstance(obs, dict):
-        return {k: obs_to_tensor(v, device) for k, v in obs.items()}
-    return torch.as_tensor(np.asarray(obs), device=device)
+    return tree_map(lambda x: torch.as_tensor(np.asarray(x), device=device), obs)
 
 
 def _empty_obs(space: gym.Space, lead: tuple[int, ...], device: torch.device) -> Obs:
@@ -65,10 +58,6 @@ class SequenceBatch(NamedTuple):
             self.episode_starts[lo:hi],
             self.state if state is None else state,
         )
-
-    @property
-    def n_steps(self) -> int:
-        return self.actions.numel()
 
 
 class RolloutBuffer:
@@ -131,10 +120,11 @@ class RolloutBuffer:
         """Record what the agent saw and did at step ``t`` (``state``: memory before the step)."""
         if t % self.bptt_len == 0:
             self.seq_states.append(state)
-        if isinstance(self.obs, dict):
-            _assign(self.obs, obs, t)
-        else:
-            self.obs[t] = obs
+
+        def write(dst: Tensor, src: Tensor) -> None:
+            dst[t] = src
+
+        tree_map(write, self.obs, obs)  # matched by key, in whatever order obs has them
         self.episode_starts[t] = episode_starts
         self.actions[t] = actions
         self.log_probs[t] = log_probs
@@ -205,10 +195,3 @@ def select_sequences(seqs: SequenceBatch, idx: Tensor) -> SequenceBatch:
         index_state(seqs.state, idx),
     )
 
-
-def _assign(dst: dict[str, Any], src: dict[str, Any], t: int) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict):
-            _assign(dst[k], v, t)
-        else:
-            dst[k][t] = v

@@ -25,7 +25,7 @@ else the CPU. With ``WORLD_SIZE`` unset or 1 every method is a no-op and nothing
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +33,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .validation import check_device, check_int
+
 __all__ = [
     "Distributed",
     "LaunchInfo",
     "average_dicts",
     "launch_info",
+    "process_device",
     "rank_device",
+    "resolve_device",
     "setup",
     "shutdown",
 ]
@@ -66,10 +70,7 @@ def _int_var(env: Mapping[str, str], name: str, default: int, lo: int, hi: int |
         value = int(text)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {text!r}") from None
-    if value < lo or (hi is not None and value > hi):
-        allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"environment variable {name} must be {allowed}, got {value}")
-    return value
+    return check_int(f"environment variable {name}", value, ge=lo, le=hi)
 
 
 def launch_info(environ: Mapping[str, str] | None = None) -> LaunchInfo:
@@ -110,6 +111,28 @@ def rank_device(device: str | torch.device, local_rank: int) -> torch.device:
             )
         return torch.device(f"cuda:{local_rank}")
     return torch.device(text)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available else cpu; a CUDA device must exist."""
+    text = check_device("device", device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(text)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {text!r}: index must be < {torch.cuda.device_count()} "
+                "(the number of CUDA devices)"
+            )
+    return dev
+
+
+def process_device(device: str | torch.device, ctx: Distributed) -> torch.device:
+    """The device of this process: the rank's device under several ranks, else ``device``."""
+    return resolve_device(ctx.device if ctx.enabled and ctx.device is not None else device)
 
 
 class Distributed:
@@ -220,22 +243,18 @@ class Distributed:
         dist.all_reduce(out)
         return out.div_(self.world_size)
 
-    def sum(self, x: Tensor) -> Tensor:
-        """The sum of ``x`` over the ranks (a new tensor; ``x`` itself when not distributed)."""
-        if not self.enabled:
-            return x
-        out = x.detach().clone()
-        dist.all_reduce(out)
-        return out
-
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one."""
+        return self.any_each([flag])[0]
+
+    def any_each(self, flags: Sequence[bool]) -> list[bool]:
+        """For each flag, whether it is true on at least one rank (one all-reduce for all)."""
         if not self.enabled:
-            return bool(flag)
+            return [bool(f) for f in flags]
         device = self.device if self.device is not None else torch.device("cpu")
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         dist.all_reduce(t)
-        return bool(t.item() > 0)
+        return [bool(v > 0) for v in t.tolist()]
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (picklable objects)."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .trainer import ActorCriticTrainer
+from .validation import check_int
 from .vec import EnvStepper, make_vec_env
 
 __all__ = ["evaluate", "success_rate"]
@@ -49,15 +50,21 @@ def evaluate(
     one entry per evaluation step: the memories the policy attended per layer at that step
     (``aux["memory_size"]``), averaged over the envs.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
-    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
-        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    check_int("episodes", episodes, ge=1)
+    check_int("n_envs", n_envs, ge=1)
+    check_int("seed", seed, ge=0)
     n_envs = min(n_envs, episodes)
     quota = _quotas(episodes, n_envs)
     kept: list[list[dict[str, float]]] = [[] for _ in range(n_envs)]
     venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device, env_kwargs=env_kwargs)
     try:
+        for kind in ("observation", "action"):
+            want, have = getattr(model, f"{kind}_space"), getattr(venv, f"single_{kind}_space")
+            if want != have:
+                raise ValueError(
+                    f"cannot evaluate on {env_id}: its {kind} space is {have}, the policy's "
+                    f"(trained on {model.env_id}) is {want}"
+                )
         stepper = EnvStepper(venv, model.device)
         stepper.reset(seed=seed)
         policy = model.policy.eval()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RunLogger", "run_name"]
+import numpy as np
 
+from .distributed import Distributed, average_dicts
 
-def run_name(env_id: str, policy: str, seed: int) -> str:
-    """``<env>__<policy>__<seed>__<unix time>`` (slashes in the env id become dashes)."""
-    return f"{env_id.replace('/', '-')}__{policy}__{seed}__{int(time.time())}"
+__all__ = ["RunLogger", "episode_scalars", "update_scalars"]
 
 
 class RunLogger:
@@ -21,7 +21,9 @@ class RunLogger:
     Args:
         log_dir: the run's directory (created); None logs nothing to disk.
         total_steps: steps the run aims at (for the progress bar and ETA).
-        start_step: steps already done (a resumed run).
+        start_step: steps already done (a resumed run): TensorBoard drops whatever an earlier
+            process logged after this step in the same directory (``purge_step``), so a resumed
+            run's curves do not overlap those of the run it continues.
         progress_bar: show a tqdm bar when stderr is a terminal.
         log_every: updates between plain progress lines when stderr is not a terminal (or when the
             bar is off); 0 prints none.
@@ -42,7 +44,8 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(self.log_dir))
+            purge = start_step + 1 if start_step > 0 else None
+            self.writer = SummaryWriter(str(self.log_dir), purge_step=purge)
         self.total_steps = total_steps
         self.start_step = start_step
         self.log_every = log_every
@@ -92,9 +95,51 @@ class RunLogger:
         else:
             print(text, file=sys.stderr, flush=True)
 
+    def warning(self, text: str, step: int) -> None:
+        """A warning line, also kept in TensorBoard (text tab, tag ``warnings``)."""
+        self.message(f"warning: {text}")
+        if self.writer is not None:
+            self.writer.add_text("warnings", text, step)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+def episode_scalars(episodes: list[dict[str, float]]) -> dict[str, float]:
+    """``charts/`` means over the ended episodes (success where the env reports it)."""
+    if not episodes:
+        return {}
+    out = {
+        "charts/episodic_return": float(np.mean([e["return"] for e in episodes])),
+        "charts/episode_length": float(np.mean([e["length"] for e in episodes])),
+        "charts/episodes": float(len(episodes)),
+    }
+    succ = [e["success"] for e in episodes if "success" in e]
+    if succ:
+        out["charts/success_rate"] = float(np.mean(succ))
+    return out
+
+
+def update_scalars(
+    dist: Distributed,
+    stats: dict[str, float],
+    rollout_aux: dict[str, float],
+    episodes: list[dict[str, Any]],
+    extra: dict[str, float],
+) -> dict[str, float]:
+    """One update's scalars: the update's losses, the rollout's memory diagnostics, the ended
+    episodes' ``charts/``, then ``extra`` (times, learning rate). Under several ranks a
+    collective: episodes of every rank, losses and memory statistics averaged over the ranks (the
+    same values on every rank)."""
+    scalars = {**stats, **rollout_aux}
+    if dist.enabled:
+        gathered = dist.all_gather_object((episodes, scalars))
+        episodes = [e for eps, _ in gathered for e in eps]
+        scalars = average_dicts([sc for _, sc in gathered])
+    scalars.update(episode_scalars(episodes))
+    scalars.update(extra)
+    return scalars

@@ -30,6 +30,7 @@ from policies.actor_critic import ActorCritic
 from policies.memory import State
 
 from .buffer import SequenceBatch
+from .validation import check_int
 
 __all__ = ["ChunkOutput", "LossFn", "bptt_backward", "mrbp_backward", "run_policy"]
 
@@ -107,8 +108,7 @@ def mrbp_backward(
     of the contract).
     """
     length = batch.actions.shape[0]
-    if chunk_len < 1:
-        raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
+    check_int("chunk_len", chunk_len, ge=1)
     bounds = list(range(0, length, chunk_len)) + [length]
     spans = list(zip(bounds[:-1], bounds[1:], strict=True))
     cuda = _rng_devices(policy)

@@ -22,40 +22,80 @@ too; any other mode is refused with an error saying how to create it.
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
-__all__ = ["VEC_KINDS", "EnvStepper", "StepResult", "env_id_of", "make_vec_env", "resolve_env"]
+from .validation import check_choice, check_int
 
-VEC_KINDS = ("auto", "batched", "sync", "async")
-"""Accepted values of ``vec`` (see the module docstring)."""
+__all__ = [
+    "VEC_KINDS",
+    "EnvStepper",
+    "StepResult",
+    "VecMode",
+    "check_env_kwargs",
+    "env_id_of",
+    "make_agent_env",
+    "make_vec_env",
+    "resolve_env",
+]
+
+VecMode = Literal["auto", "batched", "sync", "async"]
+"""The kinds of vector env (see the module docstring)."""
+
+VEC_KINDS: tuple[str, ...] = get_args(VecMode)
 
 
 def resolve_env(name: str) -> str:
     """A registered gymnasium id for ``name`` (a short name such as ``corridor``, or any id)."""
     import envs  # registers our tasks
 
-    resolver: Callable[[str], str] | None = getattr(envs, "resolve_env_id", None)
-    if resolver is not None:
-        try:
-            return resolver(name)
-        except (KeyError, ValueError):
-            if name not in gym.registry:
-                raise
-    if name not in gym.registry:
-        import difflib
+    try:
+        return envs.resolve_env_id(name)
+    except ValueError as err:
+        close = difflib.get_close_matches(name, [*envs.SHORT_NAMES, *gym.registry], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"{err}{hint}") from None
 
-        close = difflib.get_close_matches(name, list(gym.registry), n=5)
-        hint = f"; did you mean: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown env {name!r}{hint}")
-    return name
+
+#: keywords of ``gymnasium.make`` itself, accepted for every id
+MAKE_KEYWORDS = ("max_episode_steps", "disable_env_checker")
+
+
+def check_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Refuse arguments that the env of ``env_id`` does not take (by its constructor's
+    signature), naming them and the ones it takes; an env that takes ``**kwargs`` takes all."""
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ValueError(f"env_kwargs must be a dict with string keys, got {kwargs!r}")
+    creator = gym.spec(resolve_env(env_id)).entry_point
+    if isinstance(creator, str):
+        creator = load_env_creator(creator)
+    try:
+        params = inspect.signature(creator).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C entry point: nothing to read
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes = [n for n in takes if n != "self"] + list(MAKE_KEYWORDS)
+    unknown = [k for k in kwargs if k not in takes]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], takes, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"env {env_id!r} takes no argument {', '.join(map(repr, unknown))}{hint}; it takes: "
+            f"{', '.join(takes)}"
+        )
 
 
 def env_id_of(env: Any) -> str:
@@ -76,15 +116,10 @@ def has_batched(env_id: str) -> bool:
     return env_id in envs.registered_ids() and gym.spec(env_id).vector_entry_point is not None
 
 
-def vec_kind(env: str | gym.Env | VectorEnv, vec: str = "auto", async_envs: bool = False) -> str:
+def vec_kind(env: str | gym.Env | VectorEnv, vec: VecMode = "auto") -> str:
     """The kind of vector env that :func:`make_vec_env` builds for ``env``: ``batched``, ``sync``
     or ``async`` (``vector`` for a ``VectorEnv``, used as it is)."""
-    if vec not in VEC_KINDS:
-        raise ValueError(f"vec must be one of {', '.join(VEC_KINDS)}, got {vec!r}")
-    if async_envs:
-        if vec not in ("auto", "async"):
-            raise ValueError(f"async_envs=True asks for async envs, but vec is {vec!r}")
-        vec = "async"
+    check_choice("vec", vec, VEC_KINDS)
     if isinstance(env, VectorEnv):
         return "vector"
     if vec == "auto":
@@ -111,8 +146,7 @@ def make_vec_env(
     env: str | gym.Env | VectorEnv,
     n_envs: int,
     *,
-    vec: str = "auto",
-    async_envs: bool = False,
+    vec: VecMode = "auto",
     env_kwargs: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
 ) -> VectorEnv:
@@ -125,14 +159,16 @@ def make_vec_env(
             ignored).
         n_envs: number of envs.
         vec: ``auto``, ``batched``, ``sync`` or ``async`` (see the module docstring).
-        async_envs: the same as ``vec="async"`` (kept for older configs).
         env_kwargs: arguments of the env (the task's configuration).
         device: the training device: a batched env of our tasks runs on it when it is an
             accelerator (observations are then tensors there); on the CPU it uses numpy.
     """
-    if n_envs < 1:
-        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-    kind = vec_kind(env, vec, async_envs)
+    check_int("n_envs", n_envs, ge=1)
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a dict, got {env_kwargs!r}")
+    kind = vec_kind(env, vec)
+    if isinstance(env, str):
+        check_env_kwargs(resolve_env(env), dict(env_kwargs or {}))
     if kind == "batched":
         return _make_batched(resolve_env(env), n_envs, dict(env_kwargs or {}), device)
     if isinstance(env, VectorEnv):
@@ -160,6 +196,30 @@ def make_vec_env(
         )
     cls = AsyncVectorEnv if kind == "async" else SyncVectorEnv
     return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def make_agent_env(
+    env: str | gym.Env | VectorEnv | None,
+    n_envs: int,
+    vec: VecMode,
+    env_kwargs: dict[str, Any],
+    device: torch.device,
+    observation_space: gym.Space | None = None,
+    action_space: gym.Space | None = None,
+) -> tuple[VectorEnv | None, gym.Space, gym.Space]:
+    """An agent's vector env (:func:`make_vec_env`; None without ``env``) and its single-env
+    spaces; spaces given with an env must be the env's, and without an env both are needed."""
+    if env is None:
+        if observation_space is None or action_space is None:
+            raise ValueError("without an env, pass observation_space and action_space")
+        return None, observation_space, action_space
+    venv = make_vec_env(env, n_envs, vec=vec, env_kwargs=env_kwargs, device=device)
+    for kind, given in (("observation", observation_space), ("action", action_space)):
+        have = getattr(venv, f"single_{kind}_space")
+        if given is not None and given != have:
+            raise ValueError(f"the env {env_id_of(venv)} has the {kind} space {have}, not the "
+                             f"{given} given")
+    return venv, venv.single_observation_space, venv.single_action_space
 
 
 def _make_batched(
@@ -392,28 +452,23 @@ class EnvStepper:
 
 
 def _stack(items: list[Any]) -> Any:
-    if isinstance(items[0], dict):
-        return {k: _stack([it[k] for it in items]) for k in items[0]}
-    return np.stack(items)
+    """Per-env observations (arrays or dicts of them) stacked into one batch."""
+    return tree_map(lambda *xs: np.stack(xs), *items)
 
 
 def _cpu(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {k: _cpu(v) for k, v in obs.items()}
-    return obs.cpu().numpy()
+    return tree_map(lambda x: x.cpu().numpy(), obs)
 
 
 def _to_device(obs: Any, device: torch.device) -> Any:
     """An observation batch (numpy arrays or tensors, or a dict of them) as tensors on
     ``device``; tensors already there are used as they are."""
-    if isinstance(obs, dict):
-        return {k: _to_device(v, device) for k, v in obs.items()}
-    if isinstance(obs, Tensor):
-        return obs.to(device)
-    return torch.as_tensor(np.asarray(obs), device=device)
+    return tree_map(
+        lambda x: x.to(device) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x),
+                                                                              device=device),
+        obs,
+    )
 
 
 def _index(obs: Any, idx: Tensor) -> Any:
-    if isinstance(obs, dict):
-        return {k: _index(v, idx) for k, v in obs.items()}
-    return obs[idx]
+    return tree_map(lambda x: x[idx], obs)

@@ -25,10 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluate_agent import (  # noqa: E402
     add_episode_options,
     check_episode_options,
+    check_output_files,
     load_agent,
 )
 
 from agents.checkpoint import CheckpointError  # noqa: E402
+from agents.cli import OneLineParser  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
 
@@ -80,8 +82,8 @@ def plot(tables: list[list[dict[str, float]]], labels: list[str], path: str, tit
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog=Path(__file__).name, description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", metavar="checkpoint",
                         help="checkpoint(s) of runs on a corridor env")
     parser.add_argument("--labels", nargs="+", default=None,
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", default=None, help="write success against length here")
     args = parser.parse_args(argv)
     check_episode_options(parser, args)
+    check_output_files(parser, {"--png": args.png})
     bad = [n for n in args.lengths if not 3 <= n <= 10_000]
     if bad:
         parser.error(f"--lengths must lie in [3, 10000], got {bad}")
@@ -104,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.checkpoints:
         try:
             model = load_agent(path, args.device)
+            env_id = resolve_env(str(model.env_id))
         except (CheckpointError, ValueError) as err:
             parser.error(str(err))
-        env_id = resolve_env(str(model.env_id))
         if "Corridor" not in env_id:
             parser.error(f"the env of {path} is {env_id}, not a corridor (MemoRL/Corridor-*)")
         models.append((model, env_id))

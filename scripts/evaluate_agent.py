@@ -12,19 +12,22 @@ is drawn as a bar from the step to where it expires (its span); for other memori
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_agent import parse_kv  # noqa: E402
-
 from agents import ALGORITHMS  # noqa: E402
+from agents.buffer import obs_to_tensor  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from agents.cli import OneLineParser, parse_kv  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
+from agents.validation import check_device, check_int  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
 
 
@@ -56,7 +59,7 @@ def record_episode(model, env_id: str, seed: int, deterministic: bool, want_fram
     while not done:
         if want_frames:
             frames.append(env.render())
-        t_obs = _batch1(obs, model.device)
+        t_obs = tree_map(lambda x: x.unsqueeze(0), obs_to_tensor(obs, model.device))
         out = policy.act(t_obs, state, start, deterministic=deterministic)
         state, start = out.state, torch.zeros_like(start)
         auxes.append({k: v.detach().cpu() for k, v in out.aux.items()})
@@ -67,12 +70,6 @@ def record_episode(model, env_id: str, seed: int, deterministic: bool, want_fram
         frames.append(env.render())
     env.close()
     return frames, auxes, success
-
-
-def _batch1(obs, device):
-    if isinstance(obs, dict):
-        return {k: _batch1(v, device) for k, v in obs.items()}
-    return torch.as_tensor(np.asarray(obs), device=device).unsqueeze(0)
 
 
 def plot_memory(auxes: list[dict[str, torch.Tensor]], path: str, title: str) -> None:
@@ -136,15 +133,31 @@ def add_episode_options(parser: argparse.ArgumentParser, episodes_help: str,
                         help="sample actions (default: the most likely action)")
 
 
+def check_output_files(parser: argparse.ArgumentParser, files: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output file whose directory is missing or not writable."""
+    for option, path in files.items():
+        if path is None:
+            continue
+        folder = Path(path).resolve().parent
+        if not folder.is_dir():
+            parser.error(f"{option} {path}: the directory {str(folder)!r} does not exist")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"{option} {path}: the directory {str(folder)!r} is not writable")
+
+
 def check_episode_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("episodes", "n_envs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:
+        for name in ("episodes", "n_envs"):
+            check_int(f"--{name.replace('_', '-')}", getattr(args, name), ge=1)
+        check_int("--seed", args.seed, ge=0)
+        check_device("--device", args.device)
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog=Path(__file__).name, description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint written by train_agent.py")
     add_episode_options(parser, "episodes to evaluate", n_envs=8)
     parser.add_argument("--env", default=None, help="env id (default: the run's own)")
@@ -156,21 +169,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a picture of what the memory kept over one episode here")
     args = parser.parse_args(argv)
     check_episode_options(parser, args)
+    check_output_files(parser, {"--gif": args.gif, "--memory-png": args.memory_png})
     try:
         model = load_agent(args.checkpoint, args.device)
-    except (CheckpointError, ValueError) as err:
-        parser.error(str(err))
-    try:
         env_id = resolve_env(args.env or str(model.env_id))
-    except ValueError as err:
+        own = env_id == resolve_env(str(model.env_id)) if model.env_id else False
+        # the run's env arguments for the run's env; another env takes only those given
+        env_kwargs = {**(model.env_kwargs if own else {}),
+                      **parse_kv(args.env_kwargs, "--env-kwargs")}
+    except ValueError as err:  # CheckpointError included
         parser.error(str(err))
     det = not args.stochastic
-    env_kwargs = {**model.env_kwargs, **parse_kv(args.env_kwargs, "--env-kwargs")}
     try:
         out = evaluate(model, env_id, args.episodes, n_envs=args.n_envs, seed=args.seed,
                        deterministic=det, env_kwargs=env_kwargs)
-    except (TypeError, ValueError) as err:  # e.g. an argument the env does not take
-        parser.error(f"cannot evaluate on {env_id} with {env_kwargs}: {err}")
+    except (TypeError, ValueError) as err:  # an env that does not fit the policy
+        parser.error(str(err))
     print(f"{model.policy_name} on {env_id}: success rate {out['success'].mean():.3f}, "
           f"mean return {out['return'].mean():.3f}, mean length {out['length'].mean():.1f} "
           f"over {args.episodes} episodes")

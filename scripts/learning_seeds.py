@@ -22,17 +22,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import PPO  # noqa: E402
+from agents.cli import OneLineParser, parse_kv  # noqa: E402
+from agents.config import replace_config  # noqa: E402
 from agents.evaluation import success_rate  # noqa: E402
+from agents.validation import check_int  # noqa: E402
 from policies import available_policies, default_policy  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from train_agent import parse_kv  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = OneLineParser(
+        prog=Path(__file__).name, description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--env", default="MemoRL/Corridor-L10-v0", help="env id (%(default)s)")
     parser.add_argument("--policy", default=default_policy(), choices=available_policies(),
@@ -48,11 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (%(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to FILE")
     args = parser.parse_args(argv)
-    for name in ("total_steps", "episodes", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     try:
+        for name in ("total_steps", "episodes", "threads"):
+            check_int(f"--{name.replace('_', '-')}", getattr(args, name), ge=1)
         args.overrides = parse_kv(args.set, "--set")
+        replace_config(PPO.config_class(), **args.overrides).validate()
     except ValueError as err:
         parser.error(str(err))
     return args

@@ -5,20 +5,18 @@
     python scripts/train_agent.py --resume runs/<run>/checkpoint.pt   # continue a stopped run
     torchrun --nproc-per-node 4 scripts/train_agent.py --env corridor   # data-parallel, 4 ranks
 
-Every option of the trainer's configuration is an option here (``--help`` shows each with its
-default); memory hyperparameters go through ``--policy-kwargs key=value ...`` (listed per memory
-at the end of ``--help``).
-
-Data-parallel training: launched by ``torchrun --nproc-per-node N`` the script runs as N ranks
-that train one set of parameters (see ``--help``'s last section).
+Every field of the trainer's configuration (``agents.config.AgentConfig``) is an option here,
+generated from its type (``--help`` shows each with its default); the per-env presets
+(``agents.presets``) fill in what the command line leaves out, exactly as
+``PPO(policy, env_id)`` does from Python. Memory hyperparameters go through
+``--policy-kwargs key=value ...`` (listed per memory at the end of ``--help``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
 import inspect
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,43 +24,38 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import ALGORITHMS, field_docs  # noqa: E402
+from agents import ALGORITHMS, NonFiniteLossError, RunLockedError, TrainingInterrupted  # noqa: E402
+from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from agents.cli import OneLineParser, add_config_options, config_options, parse_kv  # noqa: E402
 from agents.config import AgentConfig  # noqa: E402
 from agents.distributed import launch_info, shutdown  # noqa: E402
+from agents.presets import describe_presets  # noqa: E402
+from agents.validation import check_int  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
 from policies import available_policies, default_policy  # noqa: E402
+from policies.actor_critic import ActorCritic  # noqa: E402
+from policies.encoders import make_encoder  # noqa: E402
 from policies.memory import memory_class  # noqa: E402
 
-#: config fields that have their own, differently named options (or none)
-RENAMED = {"policy_kwargs": None, "seed": "--seed", "device": "--device"}
 #: default total steps: enough for the full corridor (README, "Learning"; the learning rate
 #: decays to zero over them)
 DEFAULT_STEPS = 3_000_000
-#: trainer defaults per env id and algorithm, used where the command line does not set them. The
-#: full corridor (lengths 3..200) rewards only at its far end, which a random walk rarely reaches
-#: (with 16 envs most rollouts held no reward), so it gets 64 envs. For PPO the entropy bonus
-#: (0.0005, the paper's) is switched on after 200 updates (819,200 steps), once the walk to the
-#: doors is learned (README, "Learning": with 0.003 from the start the policy never walked there;
-#: with 0.0005 from the start it walked there later, 167k steps against 86k, and learned the
-#: task about as fast).
-ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "MemoRL/Corridor-v0": {
-        "ppo": {"n_envs": 64, "ent_coef": 0.0005, "ent_start_step": 819_200},
-        "a2c": {"n_envs": 64},
-    },
-}
 
-#: memory hyperparameters per env id and policy, used where --policy-kwargs does not set them.
-#: Expire-Span on the full corridor trains without the span penalty (README, "Learning"): until
-#: the agent reaches the doors the penalty is the only consistent gradient on the span
-#: predictors, which Adam turns into full-size steps however small alpha is. With the paper's
-#: alpha = 5e-6 the mean span fell from 20 to about 3 within 100k steps, and the ball's colour was
-#: lost beyond about 20 cells; with alpha = 0 the spans grew with the corridors solved and the
-#: final policy succeeded at every length.
-POLICY_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "MemoRL/Corridor-v0": {"expire_span": {"alpha": 0.0}},
-}
+RESUME_HELP = """\
+resuming (--resume CHECKPOINT, or a run directory holding checkpoint.pt):
+  The run goes on from the checkpoint's step with its own config and algorithm; options you give
+  replace single fields; --env, --policy, --algo and --env-kwargs must match the run's or be left
+  out, and --log-dir does not apply. It trains towards the run's own --total-steps unless you give
+  one. Checkpoints go to the file given, logs to the run's directory (next to the file when it was
+  copied or moved); TensorBoard drops what the stopped run logged after its checkpoint, so the
+  curves do not overlap. A run directory or checkpoint that another run is writing is refused.
 
+stopping and exit status:
+  Ctrl-C (SIGINT) or SIGTERM: the current update finishes, the checkpoint is written and one line
+  names the step and the checkpoint; a second Ctrl-C stops at once, without a checkpoint.
+  0: finished. 1: training failed (max_nonfinite skipped updates in a row, a checkpoint that
+  cannot be written). 2: refused before training (bad options, env or checkpoint, a run in use).
+  130 / 143: stopped by SIGINT / SIGTERM (128 + the signal's number)."""
 
 DISTRIBUTED_HELP = """\
 data-parallel training (torch.distributed):
@@ -79,26 +72,14 @@ data-parallel training (torch.distributed):
   optimizer and step count are restored and the envs start afresh."""
 
 
-def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as Python literals if they are)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"error: {what} entries must be key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+def _defaults(fn: Any, names: tuple[str, ...]) -> list[str]:
+    params = inspect.signature(fn).parameters
+    return [f"{n}={params[n].default!r}" for n in names if n in params]
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
-
-
-def memory_help() -> str:
-    lines = ["memory hyperparameters (--policy-kwargs key=value), per --policy:"]
+def epilog() -> str:
+    lines = ["per-env presets (agents/presets.py; an option you give wins):", describe_presets(),
+             "", "memory hyperparameters (--policy-kwargs key=value), per --policy:"]
     for name in available_policies():
         params = inspect.signature(memory_class(name).__init__).parameters
         shown = [
@@ -107,9 +88,9 @@ def memory_help() -> str:
             if p.name not in ("self", "input_dim") and p.default is not inspect.Parameter.empty
         ]
         lines.append(f"  {name}: {', '.join(shown) or '(none)'}")
-    lines.append("  every policy: features_dim=64, head_hidden=128, head_layers=2")
-    lines.append("")
-    lines.append(DISTRIBUTED_HELP)
+    every = _defaults(make_encoder, ("features_dim",))
+    every += _defaults(ActorCritic.__init__, ("head_hidden", "head_layers"))
+    lines += [f"  every policy: {', '.join(every)}", "", RESUME_HELP, "", DISTRIBUTED_HELP]
     return "\n".join(lines)
 
 
@@ -118,128 +99,144 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=memory_help(), formatter_class=_Formatter
+    parser = OneLineParser(
+        prog=Path(__file__).name, description=__doc__.split("\n\n")[0], epilog=epilog(),
+        formatter_class=_Formatter,
     )
-    parser.add_argument("--env", default="corridor",
+    parser.add_argument("--env", default=None,
                         help="env short name (corridor, portal, instruction, ...) or a "
-                             "registered gymnasium id; the full corridor has its own defaults: "
-                             "64 envs; for PPO entropy 0.0005 from step 819200; for "
-                             "expire_span alpha=0 (no span penalty)")
-    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE",
+                             "registered gymnasium id; some have presets (listed below) "
+                             "(default: corridor)")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", default=None,
                         help="arguments of gymnasium.make for the env")
-    parser.add_argument("--policy", default=default_policy(), choices=available_policies(),
-                        help="memory of the policy")
-    parser.add_argument("--algo", default="ppo", choices=sorted(ALGORITHMS),
+    parser.add_argument("--policy", default=None, choices=available_policies(),
+                        help=f"memory of the policy (default: {default_policy()})")
+    parser.add_argument("--algo", default=None, choices=sorted(ALGORITHMS),
                         help="algorithm (its preset sets the defaults of the options below that "
-                             "you do not give)")
-    parser.add_argument("--total-steps", type=int, default=DEFAULT_STEPS,
-                        help="env steps to train for (counted from the run's start)")
-    parser.add_argument("--policy-kwargs", nargs="*", metavar="KEY=VALUE",
-                        help="policy hyperparameters (see the list below)")
+                             "you do not give) (default: ppo)")
+    parser.add_argument("--total-steps", type=int, default=None,
+                        help=f"env steps to train for, counted from the run's start (default: "
+                             f"{DEFAULT_STEPS}; with --resume, the run's own)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
-                        help="continue the run saved in this checkpoint")
-    parser.add_argument("--log-dir", default="runs", help="root of the run directories")
+                        help="continue the run saved in this checkpoint or run directory (see "
+                             "'resuming' below)")
+    parser.add_argument("--log-dir", default=None,
+                        help="root of the run directories (default: runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    docs = field_docs(AgentConfig)
-    presets = {name: cls.config_class() for name, cls in sorted(ALGORITHMS.items())}
     group = parser.add_argument_group("trainer (the --algo preset gives the defaults)")
-    for f in dataclasses.fields(AgentConfig):
-        if f.name in RENAMED and RENAMED[f.name] is None:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        defaults = {name: getattr(cfg, f.name) for name, cfg in presets.items()}
-        if len(set(map(repr, defaults.values()))) == 1:
-            shown = repr(next(iter(defaults.values())))
-        else:
-            shown = ", ".join(f"{name}: {v!r}" for name, v in defaults.items())
-        extra: dict[str, Any] = {}
-        if f.type in ("bool", bool):
-            extra["action"] = argparse.BooleanOptionalAction
-        elif f.name in ("clip_coef", "target_kl"):
-            extra["type"] = _optional_float
-        elif f.type in ("int", int):
-            extra["type"] = int
-        elif f.type in ("float", float):
-            extra["type"] = float
-        if f.name == "optimizer":
-            extra["choices"] = ["adam", "rmsprop"]
-        if f.name == "vec":
-            extra["choices"] = ["auto", "batched", "sync", "async"]
-        group.add_argument(flag, default=argparse.SUPPRESS, dest=f.name,
-                           help=f"{docs.get(f.name, '')} (default: {shown})", **extra)
+    presets = {name: cls.config_class() for name, cls in sorted(ALGORITHMS.items())}
+    add_config_options(group, AgentConfig, presets)
     return parser
+
+
+def resume_checkpoint(args: argparse.Namespace) -> tuple[Path, str]:
+    """The checkpoint ``--resume`` names (a file, or a run directory's ``checkpoint.pt``) and
+    its algorithm; refuses options that contradict the run."""
+    path = Path(args.resume)
+    if path.is_dir():
+        if not (path / "checkpoint.pt").is_file():
+            raise ValueError(f"--resume {args.resume}: the directory holds no checkpoint.pt")
+        path = path / "checkpoint.pt"
+    data = load_checkpoint(path)
+    run = {"--env": str(data.get("env", {}).get("id")), "--policy": str(data["policy"]["name"]),
+           "--algo": str(data["algo"]).lower()}
+    given = {"--env": args.env, "--policy": args.policy, "--algo": args.algo}
+    clash = [f"{k} {v}" for k, v in given.items()
+             if v is not None and not _same(k, v, run[k])]
+    if args.env_kwargs is not None:
+        clash.append("--env-kwargs")
+    if args.log_dir is not None:
+        clash.append("--log-dir")
+    if clash:
+        raise ValueError(
+            f"--resume {args.resume}: the run is {run['--algo'].upper()} {run['--policy']} on "
+            f"{run['--env']}, which {', '.join(clash)} would change; leave them out to continue "
+            "it (a resumed run goes on next to its checkpoint)"
+        )
+    return path, run["--algo"]
+
+
+def _same(flag: str, given: str, run: str) -> bool:
+    if flag != "--env":
+        return given == run
+    try:
+        return resolve_env(given) == resolve_env(run)
+    except ValueError:  # an id of an env object, not registered here
+        return given == run
+
+
+def make_model(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """The agent the command line asks for: a new one (the constructor applies the env's preset
+    under the options given) or the run of ``--resume``."""
+    if args.resume:
+        path, algo = resume_checkpoint(args)
+        device = options.pop("device", "auto")
+        return ALGORITHMS[algo].load(path, device=device, **options)
+    env_kwargs = parse_kv(args.env_kwargs, "--env-kwargs")
+    return ALGORITHMS[args.algo or "ppo"](
+        args.policy or default_policy(), args.env or "corridor", env_kwargs=env_kwargs,
+        tensorboard_log=args.log_dir or "runs", **options,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    algo_cls = ALGORITHMS[args.algo]
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(AgentConfig)
-        if f.name != "policy_kwargs" and getattr(args, f.name, None) is not None
-    }
-    if not args.resume:
-        try:
-            env_id = resolve_env(args.env)
-        except ValueError as err:
-            parser.error(str(err))
-        for key, value in ENV_DEFAULTS.get(env_id, {}).get(args.algo, {}).items():
-            overrides.setdefault(key, value)
-    policy_kwargs = parse_kv(args.policy_kwargs, "--policy-kwargs")
-    if not args.resume:
-        for key, value in POLICY_DEFAULTS.get(env_id, {}).get(args.policy, {}).items():
-            policy_kwargs.setdefault(key, value)
-    env_kwargs = parse_kv(args.env_kwargs, "--env-kwargs")
-    if args.total_steps < 1:
-        parser.error(f"--total-steps must be >= 1, got {args.total_steps}")
+    options = config_options(args, AgentConfig)
     try:
-        config = dataclasses.replace(
-            algo_cls.config_class(), policy_kwargs=policy_kwargs, **overrides
-        ).validate()
-    except ValueError as err:
-        parser.error(str(err))
-
-    try:
+        if args.total_steps is not None:
+            check_int("--total-steps", args.total_steps, ge=1)
         main_rank = launch_info().rank == 0
-    except ValueError as err:
+        model = make_model(args, options)
+    except ValueError as err:  # unknown env / policy hyperparameter / config / bad checkpoint
         parser.error(str(err))
-    t0 = time.perf_counter()
-    try:
-        if args.resume:
-            keep = {k: v for k, v in overrides.items() if k not in ("device",)}
-            model = algo_cls.load(args.resume, device=config.device, **keep)
-            resume = True
-        else:
-            model = algo_cls(args.policy, args.env, config, env_kwargs=env_kwargs,
-                             tensorboard_log=args.log_dir)
-            resume = False
-    except ValueError as err:  # unknown env / policy hyperparameter / bad checkpoint
-        parser.error(str(err))
+    total = args.total_steps or model.total_timesteps or DEFAULT_STEPS
     world = model.dist.world_size
-    ranks = f", {world} ranks x {model.config.n_envs} envs" if world > 1 else ""
+    t0 = time.perf_counter()
     if main_rank:
-        print(f"training {args.algo.upper()} {model.policy_name} on {model.env_id} "
-              f"({sum(p.numel() for p in model.policy.parameters())} parameters, "
-              f"device {model.device}{ranks}); logs in {model.log_dir}", flush=True)
+        ranks = f", {world} ranks x {model.config.n_envs} envs" if world > 1 else ""
+        start = f" from step {model.num_timesteps}" if args.resume else ""
+        print(f"training {model.algo_name} {model.policy_name} on {model.env_id}{start} to step "
+              f"{total} ({sum(p.numel() for p in model.policy.parameters())} parameters, device "
+              f"{model.device}{ranks})", flush=True)
     try:
-        model.learn(args.total_steps, progress_bar=not args.no_progress,
-                    reset_num_timesteps=not resume)
+        model.learn(total, progress_bar=not args.no_progress, reset_num_timesteps=not args.resume)
+    except TrainingInterrupted as stop:
+        again = f"; continue with --resume {stop.checkpoint}" if stop.checkpoint else ""
+        return _fail(parser, main_rank, f"{stop}{again}", stop.exit_status, label="")
+    except KeyboardInterrupt:
+        last = model.checkpoint_path
+        kept = f"; the last checkpoint is {last}" if last and last.exists() else ""
+        return _fail(parser, main_rank, f"interrupted again: stopped at once, without a "
+                     f"checkpoint{kept}", 128 + signal.SIGINT, label="")
+    except RunLockedError as err:
+        return _fail(parser, main_rank, str(err), 2)
+    except (NonFiniteLossError, CheckpointError) as err:
+        return _fail(parser, main_rank, str(err), 1)
     finally:
         shutdown()
-    if not main_rank:
-        return 0
-    wall = time.perf_counter() - t0
+    if main_rank:
+        summary(model, time.perf_counter() - t0)
+    return 0
+
+
+def _fail(parser: argparse.ArgumentParser, main_rank: bool, message: str, status: int,
+          label: str = "error: ") -> int:
+    """One line on stderr (rank 0's), and the exit status."""
+    if main_rank:
+        print(f"{parser.prog}: {label}{message}", file=sys.stderr, flush=True)
+    return status
+
+
+def summary(model: Any, wall: float) -> None:
     success = model.last_success_rate
     print("\nsummary")
-    print(f"  world size:    {world} ({model.config.n_envs} envs per rank)")
+    print(f"  world size:    {model.dist.world_size} ({model.config.n_envs} envs per rank)")
     print(f"  steps:         {model.num_timesteps} (all ranks)")
     print(f"  wall time:     {wall:.1f} s ({model.num_timesteps / max(wall, 1e-9):.0f} steps/s)")
     print(f"  success rate:  {'n/a' if success is None else f'{success:.3f}'} (last update)")
     print(f"  log dir:       {model.log_dir}")
     print(f"  checkpoint:    {model.checkpoint_path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import agents.trainer as trainer_mod
+import agents.update as update_mod
 from agents import A2C, PPO, CheckpointError, NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def test_nonfinite_updates_are_skipped_then_stop(tmp_path, monkeypatch):
     model.learn(32, progress_bar=False)  # one good update, one checkpoint
     good = {k: v.clone() for k, v in model.policy.state_dict().items()}
     stamp = (tmp_path / "ck.pt").stat().st_mtime_ns
-    real = trainer_mod.make_loss_fn
+    real = update_mod.make_loss_fn
 
     def poisoned(policy, cfg, **kw):
         fn = real(policy, cfg, **kw)
@@ -139,7 +139,7 @@ def test_nonfinite_updates_are_skipped_then_stop(tmp_path, monkeypatch):
 
         return loss_fn
 
-    monkeypatch.setattr(trainer_mod, "make_loss_fn", poisoned)
+    monkeypatch.setattr(update_mod, "make_loss_fn", poisoned)
     with pytest.raises(NonFiniteLossError, match="2 updates in a row.*ck.pt"):
         model.learn(32 * 10, progress_bar=False, reset_num_timesteps=False)
     for k, v in model.policy.state_dict().items():

@@ -3,38 +3,33 @@ and what is allowed; per-env defaults apply; a tiny run ends with its summary an
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from agents.config import PPOConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script(name: str):
-    path = ROOT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    return module
-
-
-@pytest.fixture(scope="module")
-def train():
-    return load_script("train_agent")
-
-
 def refused(main, argv, capsys) -> str:
+    """The one line a script refuses ``argv`` with (exit status 2, no usage block)."""
     with pytest.raises(SystemExit) as info:
         main(argv)
-    assert info.value.code not in (0, None)
-    captured = capsys.readouterr()
-    return captured.err + str(info.value.code)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.rstrip().endswith("(see --help)"), err
+    return err
+
+
+def refused_with_usage(main, argv, capsys) -> str:
+    """What a script with argparse's own errors (usage block and error) prints when refusing."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    return capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -43,15 +38,25 @@ def refused(main, argv, capsys) -> str:
         (["--env", "no-such-env"], "no-such-env"),
         (["--policy", "transformer9"], "invalid choice: 'transformer9'"),
         (["--algo", "dqn"], "invalid choice: 'dqn'"),
-        (["--total-steps", "0"], "--total-steps must be >= 1, got 0"),
-        (["--n-envs", "0"], "n_envs must be >= 1, got 0"),
-        (["--gamma", "1.5"], "gamma must be in [0, 1], got 1.5"),
-        (["--lr", "-1"], "lr must be > 0"),
+        (["--total-steps", "0"], "--total-steps must be an integer >= 1, got 0"),
+        (["--n-envs", "0"], "n_envs must be an integer >= 1, got 0"),
+        (["--gamma", "1.5"], "gamma must be a finite number in [0, 1], got 1.5"),
+        (["--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
+        (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+        (["--clip-coef", "0"], "clip_coef must be a finite number > 0 or None, got 0.0"),
+        (["--vec", "fast"], "invalid choice: 'fast'"),
         (["--n-envs", "6", "--n-minibatches", "4"], "n_minibatches must be a divisor"),
         (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
         (["--policy-kwargs", "max_span"], "key=value"),
         (["--policy-kwargs", "no_such_knob=3"], "no_such_knob"),
         (["--resume", "/nonexistent/ck.pt"], "does not exist"),
+        (["--env", "corridor", "--env-kwargs", "lenght=3", "--vec", "sync"],
+         "env 'MemoRL/Corridor-v0' takes no argument 'lenght'"),
+        (["--env", "corridor", "--env-kwargs", "lenght=3", "--vec", "batched"],
+         "env 'MemoRL/Corridor-v0' takes no argument 'lenght'"),
+        (["--env-kwargs", "min_length"], "--env-kwargs entries must be key=value"),
+        (["--gamma", "x"], "argument --gamma: invalid float value: 'x'"),
     ],
 )
 def test_train_agent_refuses_bad_input(train, argv, expected, capsys, tmp_path):
@@ -77,31 +82,76 @@ def test_help_documents_every_option_with_its_default(train, capsys):
     assert "torchrun" in out
 
 
-def test_full_corridor_defaults_apply_unless_given(train, monkeypatch, tmp_path):
-    seen = {}
+class _Built(Exception):
+    """Raised instead of training: carries the agent the command line built."""
 
-    class Stop(Exception):
-        pass
 
-    def fake_init(self, policy, env, config, **kw):
-        seen.update(n_envs=config.n_envs, ent=config.ent_coef, start=config.ent_start_step,
-                    kw=dict(config.policy_kwargs))
-        raise Stop
+def built_by_cli(train, monkeypatch, argv: list[str]):
+    """The agent ``train_agent.py argv`` builds, stopped before training."""
 
-    monkeypatch.setattr(train.ALGORITHMS["ppo"], "__init__", fake_init)
-    with pytest.raises(Stop):
-        train.main(["--env", "corridor", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200, "kw": {"alpha": 0.0}}
-    with pytest.raises(Stop):
-        train.main(["--env", "corridor", "--n-envs", "8", "--ent-start-step", "0", "--log-dir",
-                    str(tmp_path), "--policy-kwargs", "alpha=1e-6", "ramp=8"])
-    assert seen == {"n_envs": 8, "ent": 0.0005, "start": 0, "kw": {"alpha": 1e-6, "ramp": 8}}
-    with pytest.raises(Stop):  # the span penalty's default is Expire-Span's alone
-        train.main(["--env", "corridor", "--policy", "gru", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 64, "ent": 0.0005, "start": 819_200, "kw": {}}
-    with pytest.raises(Stop):
-        train.main(["--env", "MemoRL/Corridor-L10-v0", "--log-dir", str(tmp_path)])
-    assert seen == {"n_envs": 32, "ent": 0.003, "start": 0, "kw": {}}
+    def stop(model, *args, **kwargs):
+        raise _Built(model)
+
+    for cls in train.ALGORITHMS.values():
+        monkeypatch.setattr(cls, "learn", stop)
+    with pytest.raises(_Built) as info:
+        train.main([*argv, "--no-progress"])
+    return info.value.args[0]
+
+
+def test_api_and_cli_build_the_same_corridor_config(train, monkeypatch, tmp_path):
+    from agents import A2C, PPO, PRESETS
+
+    for algo, cls in (("ppo", PPO), ("a2c", A2C)):
+        api = cls("expire_span", "MemoRL/Corridor-v0", tensorboard_log=None).config
+        cli = built_by_cli(train, monkeypatch, ["--env", "corridor", "--algo", algo,
+                                                "--policy", "expire_span",
+                                                "--log-dir", str(tmp_path)]).config
+        assert cli == api
+        preset = PRESETS["MemoRL/Corridor-v0"]
+        for key, value in preset.config[algo].items():  # the preset, not the class default
+            assert getattr(api, key) == value != getattr(cls.config_class(), key), key
+        assert api.policy_kwargs == dict(preset.policy_kwargs["expire_span"])
+
+
+def test_given_values_win_over_the_preset(train, monkeypatch, tmp_path):
+    from agents import PPO, PRESETS
+
+    preset = PRESETS["MemoRL/Corridor-v0"]
+    argv = ["--env", "corridor", "--n-envs", "8", "--ent-start-step", "0", "--log-dir",
+            str(tmp_path), "--policy-kwargs", "alpha=1e-6", "ramp=8"]
+    cli = built_by_cli(train, monkeypatch, argv).config
+    api = PPO("expire_span", "corridor", tensorboard_log=None, n_envs=8, ent_start_step=0,
+              policy_kwargs={"alpha": 1e-6, "ramp": 8}).config
+    assert cli == api
+    assert (cli.n_envs, cli.ent_start_step) == (8, 0)
+    assert cli.ent_coef == preset.config["ppo"]["ent_coef"]  # not given: the preset's
+    assert cli.policy_kwargs == {"alpha": 1e-6, "ramp": 8}
+    # the span penalty's preset is Expire-Span's alone; other ids have no preset
+    gru = built_by_cli(train, monkeypatch, ["--env", "corridor", "--policy", "gru",
+                                            "--log-dir", str(tmp_path)]).config
+    assert gru.policy_kwargs == {} and gru.n_envs == preset.config["ppo"]["n_envs"]
+    l10 = built_by_cli(train, monkeypatch, ["--env", "MemoRL/Corridor-L10-v0",
+                                            "--log-dir", str(tmp_path)]).config
+    assert l10 == PPO("expire_span", "MemoRL/Corridor-L10-v0", tensorboard_log=None).config
+    assert l10 == dataclasses.replace(PPOConfig(), policy_kwargs={})
+    # a config object is used as given
+    plain = PPO("expire_span", "corridor", PPOConfig(), tensorboard_log=None).config
+    assert plain == PPOConfig()
+
+
+def test_help_shows_the_presets(train, capsys):
+    from agents.presets import describe_presets
+
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert describe_presets() in capsys.readouterr().out
+
+
+def test_readme_shows_the_presets():
+    from agents.presets import describe_presets
+
+    assert describe_presets(markdown=True) in (ROOT / "README.md").read_text()
 
 
 def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
@@ -117,10 +167,12 @@ def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
     assert len(checkpoints) == 1 and str(checkpoints[0]) in out
 
 
-def test_learning_seeds_refuses_bad_input(capsys):
-    seeds = load_script("learning_seeds")
+def test_learning_seeds_refuses_bad_input(script, capsys):
+    seeds = script("learning_seeds")
     msg = refused(seeds.main, ["--total-steps", "0"], capsys)
-    assert "--total-steps must be >= 1, got 0" in msg
+    assert "--total-steps must be an integer >= 1, got 0" in msg
+    msg = refused(seeds.main, ["--set", "n_env=3"], capsys)
+    assert "unknown option(s) ['n_env']" in msg
     msg = refused(seeds.main, ["--policy", "nope"], capsys)
     assert "invalid choice: 'nope'" in msg
 
@@ -136,8 +188,30 @@ def tiny_corridor_checkpoint(tmp_path_factory):
     return path
 
 
-def test_evaluate_agent_reports_and_takes_env_kwargs(tiny_corridor_checkpoint, capsys):
-    evaluate = load_script("evaluate_agent")
+def test_evaluate_agent_refuses_before_evaluating(script, tiny_corridor_checkpoint, capsys,
+                                                 tmp_path, monkeypatch):
+    evaluate = script("evaluate_agent")
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated although the input is refused")
+
+    monkeypatch.setattr(evaluate, "evaluate", never)
+    ckpt = str(tiny_corridor_checkpoint)
+    missing = tmp_path / "no" / "such" / "ep.gif"
+    msg = refused(evaluate.main, [ckpt, "--gif", str(missing)], capsys)
+    assert f"--gif {missing}: the directory '{missing.parent}' does not exist" in msg
+    msg = refused(evaluate.main, [ckpt, "--memory-png", str(missing)], capsys)
+    assert "--memory-png" in msg
+    msg = refused(evaluate.main, [ckpt, "--seed", "-1"], capsys)
+    assert "--seed must be an integer >= 0, got -1" in msg
+    monkeypatch.undo()
+    msg = refused(evaluate.main, [ckpt, "--env", "MemoRL/Portal-R5-v0", "--episodes", "2",
+                                  "--n-envs", "2"], capsys)
+    assert "cannot evaluate on MemoRL/Portal-R5-v0: its observation space" in msg
+
+
+def test_evaluate_agent_reports_and_takes_env_kwargs(script, tiny_corridor_checkpoint, capsys):
+    evaluate = script("evaluate_agent")
     code = evaluate.main([str(tiny_corridor_checkpoint), "--episodes", "4", "--n-envs", "2",
                           "--env-kwargs", "min_length=3", "max_length=3"])
     assert code == 0
@@ -150,8 +224,8 @@ def test_evaluate_agent_reports_and_takes_env_kwargs(tiny_corridor_checkpoint, c
     assert "lenght" in msg
 
 
-def test_corridor_lengths_table_and_picture(tiny_corridor_checkpoint, capsys, tmp_path):
-    lengths = load_script("corridor_lengths")
+def test_corridor_lengths_table_and_picture(script, tiny_corridor_checkpoint, capsys, tmp_path):
+    lengths = script("corridor_lengths")
     png = tmp_path / "len.png"
     code = lengths.main([str(tiny_corridor_checkpoint), "--lengths", "3", "5", "--episodes", "4",
                          "--n-envs", "2", "--png", str(png)])
@@ -168,7 +242,7 @@ def test_corridor_lengths_table_and_picture(tiny_corridor_checkpoint, capsys, tm
     assert "--lengths must lie in [3, 10000], got [2]" in msg
 
 
-def test_plot_runs_draws_a_panel_per_tag(tmp_path, capsys):
+def test_plot_runs_draws_a_panel_per_tag(script, tmp_path, capsys):
     from torch.utils.tensorboard import SummaryWriter
 
     for name in ("run_a", "run_b"):
@@ -176,12 +250,95 @@ def test_plot_runs_draws_a_panel_per_tag(tmp_path, capsys):
             for step in range(5):
                 writer.add_scalar("charts/success_rate", step / 4, step * 100)
                 writer.add_scalar("memory/span_mean", 20 - step, step * 100)
-    plot = load_script("plot_runs")
+    plot = script("plot_runs")
     out = tmp_path / "curves.png"
     assert plot.main([str(tmp_path), "--tag", "charts/success_rate", "memory/span_mean",
                       "--labels", "A", "B", "--out", str(out)]) == 0
     assert "2 run(s)" in capsys.readouterr().out and out.stat().st_size > 0
-    msg = refused(plot.main, [str(tmp_path), "--labels", "A"], capsys)
+    msg = refused_with_usage(plot.main, [str(tmp_path), "--labels", "A"], capsys)
     assert "--labels needs one label per run (2: run_a, run_b), got 1" in msg
-    msg = refused(plot.main, [str(tmp_path), "--tag", "nope"], capsys)
+    msg = refused_with_usage(plot.main, [str(tmp_path), "--tag", "nope"], capsys)
     assert "no run has the tag(s) 'nope'" in msg
+
+
+# training that stops: one line and a documented exit status
+
+TINY = ["--env", "MemoRL/Corridor-L10-v0", "--policy", "gru", "--n-envs", "2", "--rollout-len",
+        "16", "--bptt-len", "16", "--n-minibatches", "2", "--n-epochs", "1", "--no-progress",
+        "--policy-kwargs", "features_dim=16", "hidden_dim=16"]
+
+
+def last_line(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_resume_takes_a_run_directory_and_refuses_conflicts(train, capsys, tmp_path):
+    assert train.main([*TINY, "--total-steps", "32", "--log-dir", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    capsys.readouterr()
+    msg = refused(train.main, ["--resume", str(run), "--env", "portal"], capsys)
+    assert "the run is PPO gru on MemoRL/Corridor-L10-v0, which --env portal would change" in msg
+    msg = refused(train.main, ["--resume", str(run), "--policy", "lstm", "--log-dir", "x"],
+                  capsys)
+    assert "--policy lstm, --log-dir would change" in msg
+    msg = refused(train.main, ["--resume", str(tmp_path)], capsys)
+    assert "the directory holds no checkpoint.pt" in msg
+    # the same env under another name, the same algorithm: no conflict
+    assert train.main(["--resume", str(run), "--env", "MemoRL/Corridor-L10-v0", "--algo",
+                       "ppo", "--total-steps", "64", "--no-progress"]) == 0
+    assert "steps:         64" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run.name]  # no second run directory
+
+
+def test_a_run_in_use_is_refused_with_exit_status_2(train, capsys, tmp_path):
+    from agents.rundir import RunLock
+
+    assert train.main([*TINY, "--total-steps", "32", "--log-dir", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    before = (run / "checkpoint.pt").read_bytes()
+    lock = RunLock(run, None)
+    lock.acquire()
+    try:
+        assert train.main(["--resume", str(run), "--total-steps", "64", "--no-progress"]) == 2
+    finally:
+        lock.release()
+    line = last_line(capsys)
+    assert line.startswith("train_agent.py: error: run directory ") and "is in use" in line
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_repeated_nonfinite_updates_end_with_exit_status_1(train, capsys, tmp_path, monkeypatch):
+    import agents.update as update_mod
+
+    real = update_mod.make_loss_fn
+
+    def poisoned(policy, cfg, **kw):
+        fn = real(policy, cfg, **kw)
+
+        def loss_fn(batch, out, fraction):
+            loss, stats = fn(batch, out, fraction)
+            return loss * float("nan"), stats
+
+        return loss_fn
+
+    monkeypatch.setattr(update_mod, "make_loss_fn", poisoned)
+    code = train.main([*TINY, "--total-steps", "320", "--max-nonfinite", "3", "--log-dir",
+                       str(tmp_path)])
+    assert code == 1
+    line = last_line(capsys)
+    assert line.startswith("train_agent.py: error: 3 updates in a row had a non-finite loss")
+
+
+def test_a_full_disk_ends_with_exit_status_1(train, capsys, tmp_path, monkeypatch):
+    import errno
+
+    import agents.checkpoint as checkpoint_mod
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_mod.torch, "save", full)
+    assert train.main([*TINY, "--total-steps", "32", "--log-dir", str(tmp_path)]) == 1
+    line = last_line(capsys)
+    assert line.startswith("train_agent.py: error: cannot write checkpoint ")
+    assert line.endswith(": No space left on device")

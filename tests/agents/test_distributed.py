@@ -100,7 +100,6 @@ HELPERS = textwrap.dedent(
     out["any"] = d.any(r == 1)
     out["none"] = d.any(False)
     out["mean"] = float(d.mean(torch.tensor(float(r))))
-    out["sum"] = float(d.sum(torch.tensor(float(r + 1))))
 
     # broadcast: a module built with another seed on each rank ends as rank 0's
     torch.manual_seed(100 + r)
@@ -174,7 +173,7 @@ def test_decisions_and_objects_agree(helper_results):
     for r, res in enumerate(helper_results):
         assert res["finite"] is False  # rank 1's NaN makes every rank skip
         assert (res["any"], res["none"]) == (True, False)
-        assert (res["mean"], res["sum"]) == (0.5, 3.0)
+        assert res["mean"] == 0.5
         assert res["gathered"] == [{"r": 0}, {"r": 1}]
         assert res["gathered0"] == ([0, 10] if r == 0 else None)
         assert res["obj"] == "from 0"
@@ -188,7 +187,7 @@ def test_single_process_is_a_noop_and_bad_launches_are_refused():
     d = setup("cpu")
     assert not d.enabled and d.is_main and d.device is None
     t = torch.randn(3)
-    assert d.mean(t) is t and d.sum(t) is t and d.any(True) and not d.any(False)
+    assert d.mean(t) is t and d.any(True) and not d.any(False)
     assert d.all_gather_object(7) == [7] and d.gather_object(7) == [7]
     p = nn.Parameter(torch.ones(2))
     p.grad = torch.full((2,), 3.0)
@@ -200,7 +199,7 @@ def test_single_process_is_a_noop_and_bad_launches_are_refused():
     assert launch_info({}) == launch_info({"WORLD_SIZE": "1"})
     info = launch_info({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
     assert (info.rank, info.world_size, info.local_rank) == (1, 2, 1)
-    with pytest.raises(ValueError, match="RANK must be in \\[0, 1\\], got 2"):
+    with pytest.raises(ValueError, match="RANK must be an integer in \\[0, 1\\], got 2"):
         launch_info({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
     with pytest.raises(ValueError, match="WORLD_SIZE must be an integer, got 'x'"):
         launch_info({"WORLD_SIZE": "x"})

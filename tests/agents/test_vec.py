@@ -158,8 +158,6 @@ def test_bad_vec_options_raise() -> None:
         make_vec_env("FrozenLake-v1", 2, vec="batched")
     with pytest.raises(ValueError, match="vec='batched' needs an env id"):
         make_vec_env(gym.make(ENV), 2, vec="batched")
-    with pytest.raises(ValueError, match="async_envs"):
-        PPOConfig(async_envs=True, vec="batched").validate()
     with pytest.raises(ValueError, match="has no batched implementation"):
         PPO("none", "FrozenLake-v1", tensorboard_log=None, vec="batched", n_envs=2,
             n_minibatches=2)
