@@ -116,9 +116,9 @@ class ActorCritic(nn.Module):
 
     def param_groups(self) -> list[dict]:
         """Optimizer parameter groups, each with an ``lr_scale`` (a multiple of the optimizer's
-        learning rate): the memory's own groups (``memory.param_groups()`` where it has one) and
-        one group of everything else."""
-        groups = self.memory.param_groups() if hasattr(self.memory, "param_groups") else []
+        learning rate): one group of everything else, then the memory's own
+        (``memory.param_groups()``)."""
+        groups = self.memory.param_groups()
         ids = {id(p) for g in groups for p in g["params"]}
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": rest, "lr_scale": 1.0}, *[g for g in groups if g["params"]]]

@@ -126,6 +126,12 @@ class Memory(nn.Module, abc.ABC):
         """
         return {}
 
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups of parameters trained apart (default: none): dicts with
+        ``params``, ``lr_scale`` (a multiple of the learning rate) and optimizer options such
+        as ``eps``. Every parameter not in one goes to the policy's default group."""
+        return []
+
     def after_rollout(self, diagnostics: dict[str, float]) -> dict[str, float]:
         """Adapt coefficients between updates (default: nothing to adapt).
 

@@ -188,15 +188,12 @@ class ExpireSpanMemory(CachedTransformerMemory):
         return {"alpha": math.exp(float(self.log_alpha))}
 
     def param_groups(self) -> list[dict]:
-        """The span predictors in a parameter group of their own (``lr_scale``), the rest in
-        another."""
-        spans = list(self.span_predictors.parameters())
-        ids = {id(p) for p in spans}
-        rest = [p for p in self.parameters() if id(p) not in ids]
-        group = {"params": spans, "lr_scale": self.span_lr_scale}
+        """The span predictors as a parameter group of their own (``lr_scale``, ``eps``); the
+        policy puts every other parameter in its default group."""
+        group = {"params": list(self.span_predictors.parameters()), "lr_scale": self.span_lr_scale}
         if self.span_eps is not None:
             group["eps"] = self.span_eps
-        return [{"params": rest, "lr_scale": 1.0}, group]
+        return [group]
 
     def capacity(self) -> int:
         # a memory survives a call only while its distance to the next step is < e + R <= L + R
