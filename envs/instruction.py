@@ -234,10 +234,11 @@ class InstructionEnv(TaskEnv):
         for k in range(self.n_characters):  # placed one by one, at step 0
             h = xp.draw(base, T.three + SLOTS_PER_CHARACTER * k)
             self._place(s, k, xp.below(h[0], self.n_rooms), h, s.full(-1))
+        self._look(s)
 
-    def _place(self, s: Any, k: int, room: Any, h: Any, old: Any) -> None:
-        """Character ``k`` (now at place ``old``, -1 if away) to a free place of ``room`` (or of
-        any room if that one is full; draws ``h[1]``, ``h[2]``), if any is free."""
+    def _place(self, s: Any, k: Any, room: Any, h: Any, old: Any) -> None:
+        """Character ``k`` (per env; now at place ``old``, -1 if away) to a free place of
+        ``room`` (or of any room if that one is full; draws ``h[1]``, ``h[2]``), if any."""
         xp, T = s.xp, s.T
         free = (xp.at(s.cells, T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
         here = free & (T.place_room == room)
@@ -247,48 +248,52 @@ class InstructionEnv(TaskEnv):
         pick = xp.below(xp.where(anywhere, h[2], h[1]), count + (count == 0))
         chosen = xp.first_true(here.cumsum(0) > pick)
         ok = count > 0
-        old_cell, new_cell = T.place_cell[xp.maximum(old, 0)], T.place_cell[chosen]
-        s.put("cells", old_cell, xp.where(ok & (old >= 0), _EMPTY, xp.at(s.cells, old_cell)))
-        s.put("cells", new_cell, xp.where(ok, _CHARACTER + k, xp.at(s.cells, new_cell)))
-        s.put("place", k, xp.where(ok, chosen, old))
-        s.put("away", k, xp.where(ok, 0, s.away[k]))
+        s.put("cells", T.place_cell[xp.maximum(old, 0)], _EMPTY, where=ok & (old >= 0))
+        s.put("cells", T.place_cell[chosen], _CHARACTER + k, where=ok)
+        s.put("place", k, chosen, where=ok)
+        s.put("away", k, 0, where=ok)
 
     def transition(self, s: Any) -> None:
         xp, T = s.xp, s.T
         target = s.pos + T.step[s.action]  # a move into a wall or a character stays
         s.pos = xp.where(xp.at(s.cells, target) != _EMPTY, s.pos, target)
+        # a tell: -tell_penalty, unless it executes an instruction; only one told to a
+        # character waiting for a message (in view) can execute or fail one
         tell = s.action >= len(MOVES)
-        s.reward = xp.where(tell, -self.tell_penalty, 0.0)  # a tell matching nothing
-        told = s.select(tell)
-        if told is not None:  # only a character waiting for a message in view can change
-            seen = T.bits[xp.at(told.cells, told.pos + T.window)].sum(0)
-            hit = told.select((seen & told.pending) > 0)
-            if hit is not None:
-                self._tell(hit)
-                told.update(hit)
-            s.update(told)
+        s.reward = xp.where(tell, -self.tell_penalty, 0.0)
+        seen = T.bits[s.view].sum(0)  # a bit per character in view (before this step's move)
+        hit = s.select(tell & ((seen & s.pending) > 0))
+        if hit is not None:
+            self._tell(hit)
+            s.update(hit)
         self._update_world(s)
         s.instructions_pending = s.instructions_given - s.instructions_done \
             - s.instructions_failed
         s.success = (s.instructions_given > 0) & (s.instructions_done == s.instructions_given)
         s.terminated = s.full(False)
+        self._look(s)
+
+    def _look(self, s: Any) -> None:
+        """``s.view``: the object ids of the 9 cells around the agent, the centre's the words
+        heard (``observe`` reads it, the next step's tells too)."""
+        s.view = s.xp.at(s.cells, s.pos + s.T.window)
+        s.view[4] = 2 + self.n_characters + s.heard  # (the agent's cell is always empty)
 
     def _tell(self, s: Any) -> None:
         """A tell of subject ``action - 4`` to the neighbours: the oldest matching instruction
         is executed, else each neighbour's oldest pending instruction fails."""
         xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
-        view = xp.at(s.cells, s.pos + T.window)
-        near = ((T.bits[view].sum(0) >> T.kinds) & 1) > 0  # per kind
+        near = ((T.bits[s.view].sum(0) >> T.kinds) & 1) > 0  # per kind
         given = s.given
         match = near[T.target_of] & (s.subjects == s.action - len(MOVES)) & (given < _NONE)
         keyed = xp.where(match, given, _NONE)
         oldest = keyed.argmin(0)
         executed = xp.at(keyed, oldest) < _NONE
-        s.put("given", oldest, xp.where(executed, _NONE, xp.at(given, oldest)))
+        s.put("given", oldest, _NONE, where=executed)
         # a neighbour waiting for a message got the wrong one: its oldest instruction fails
         first = T.kinds * q + given.reshape(c, q, *given.shape[1:]).argmin(1)
         fails = near & xp.not_(executed) & (xp.at(given, first) < _NONE)
-        s.put("given", first, xp.where(fails, _NONE, xp.at(given, first)))
+        s.put("given", first, _NONE, where=fails)
         s.instructions_done = s.instructions_done + executed
         s.instructions_failed = s.instructions_failed + fails.sum(0)
         s.reward = xp.where(executed, 1.0, s.reward)
@@ -302,21 +307,23 @@ class InstructionEnv(TaskEnv):
         away = s.away
         s.moving = (away == 0) & (h[:c] < round(self.move_prob * 2**32))
         s.events = ((away > 0) & (away <= s.t)) | s.moving  # back, or moving
-        some = s.select(s.events.any(0))
-        if some is not None:  # in the characters' order: a move changes the next one's places
-            for k in range(c):
-                one = some.select(some.events[k])
-                if one is not None:
-                    moving, old = one.moving[k], one.place[k]
-                    h3 = xp.draw(one.base, T.three + (SLOTS_PER_CHARACTER * k + 4 * moving))
-                    room = xp.below(h3[0], self.n_rooms)
-                    if self.n_rooms > 1:  # a move goes to another room
-                        other = xp.below(h3[0], self.n_rooms - 1)
-                        other = other + (other >= T.room_of[xp.maximum(old, 0)])
-                        room = xp.where(moving, other, room)
-                    self._place(one, k, room, h3, old)
-                    some.update(one)
-            s.update(some)
+        # in the characters' order (a move changes the next one's places): each round, the
+        # first character left of each env with one
+        for _ in range(c):
+            one = s.select(s.events.any(0))
+            if one is None:
+                break
+            k = xp.first_true(one.events)
+            moving, old = xp.at(one.moving, k), xp.at(one.place, k)
+            h3 = xp.draw(one.base, T.three + (SLOTS_PER_CHARACTER * k + 4 * moving))
+            room = xp.below(h3[0], self.n_rooms)
+            if self.n_rooms > 1:  # a move goes to another room
+                other = xp.below(h3[0], self.n_rooms - 1)
+                other = other + (other >= T.room_of[xp.maximum(old, 0)])
+                room = xp.where(moving, other, room)
+            self._place(one, k, room, h3, old)
+            one.put("events", k, False)
+            s.update(one)
         s.present = s.away == 0
         s.n_present = s.present.sum(0)
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
@@ -347,9 +354,7 @@ class InstructionEnv(TaskEnv):
         s.heard = 1 + len(DISTRACTOR_WORDS) + target * c + subject
 
     def observe(self, s: Any) -> Any:
-        view = s.xp.at(s.cells, s.pos + s.T.window)
-        view[4] = 2 + self.n_characters + s.heard  # the agent's cell, with the words heard
-        return s.xp.view(s.T.obs, view)
+        return s.xp.view(s.T.obs, s.view)
 
     def draw(self, s: Any) -> tuple[Grid, tuple[int, int]]:
         grid = Grid(self.width, 7)

@@ -127,12 +127,12 @@ class TaskVectorEnv(VectorEnv):
         if rows.shape[0] == 0:
             return
         ready = self._ready[rows]
-        if not bool(ready.all()):
+        if xp.any(xp.not_(ready)):
             self._start(s, cond & xp.not_(self._ready))
             rows = rows[ready]
         for name, value in self._next.fields().items():
             if name != "seed":  # (the same)
-                getattr(s, name)[..., rows] = value[..., rows]
+                xp.scatter(getattr(s, name), rows, xp.gather(value, rows))
         self._ready[rows] = False
 
     def _refill(self) -> None:
@@ -190,13 +190,13 @@ class TaskVectorEnv(VectorEnv):
         if dtype.kind not in "iu" if isinstance(dtype, np.dtype) else \
                 dtype.is_floating_point or dtype.is_complex or dtype == xp.torch.bool:
             raise ValueError(f"actions must be integers in [0, {n - 1}], got dtype {dtype}")
-        acts = xp.asarray(actions, "int64").reshape(-1)
-        if acts.shape[0] != self.num_envs:
+        if actions.shape != (self.num_envs,):
             raise ValueError(f"actions must have shape ({self.num_envs},), got "
-                             f"{tuple(getattr(actions, 'shape', np.shape(actions)))}")
+                             f"{tuple(actions.shape)}")
+        acts = xp.asarray(actions, "int64")
         if not xp.masked:  # (on accelerators the check would wait for the device)
             if xp.device is None:  # one reduction: a negative action is a huge unsigned one
-                bad = acts.view(np.uint64).max() >= n
+                bad = np.maximum.reduce(acts.view(np.uint64)) >= n
             else:
                 low, high = xp.torch.aminmax(acts)
                 bad = bool(low < 0) or bool(high >= n)
@@ -228,15 +228,19 @@ class TaskVectorEnv(VectorEnv):
                 keep = xp.not_(restart)
                 reward, terminated, truncated = reward * keep, terminated & keep, truncated & keep
                 self._restart(restart)
+            else:
+                restart = None
             done = self._autoreset = terminated | truncated
-            info = self._info(reset_rows=restart, end_rows=done)
+            info = self._info(restart, done if xp.masked or xp.any(done) else None)
         else:
             done = terminated | truncated
             info = {}
             if xp.masked or xp.any(done):
                 info = self._final(done)
                 self._restart(done)
-            info.update(self._info(reset_rows=done))
+            else:
+                done = None
+            info.update(self._info(done))
         return self.task.observe(s), reward, terminated, truncated, info
 
     # infos
@@ -244,30 +248,34 @@ class TaskVectorEnv(VectorEnv):
     def _info(self, reset_rows: Any = None, end_rows: Any = None, every: bool = True,
               end_keys: tuple[str, ...] = ()) -> dict[str, Any]:
         """Vector info: the step keys at every env, the reset keys at ``reset_rows``, the
-        episode-end keys (metrics, success) at ``end_rows``; values zero where not reported."""
+        episode-end keys (metrics, success) at ``end_rows`` (``None``: no env); values zero
+        where not reported. Keys with the same mask share one copy of it."""
         task, xp, s = self.task, self.xp, self.s
         masks: dict[str, Any] = dict.fromkeys(task.step_info if every else ())  # None: every env
         for rows, keys in ((reset_rows, task.reset_info if every else task.reset_keys),
                            (end_rows, end_keys or (*task.metrics, "success"))):
-            if rows is None or not (xp.masked or xp.any(rows)):
-                continue
-            for key in keys:
+            for key in keys if rows is not None else ():
                 if key not in masks:
                     masks[key] = rows
                 elif masks[key] is not None:
                     masks[key] = masks[key] | rows
         info: dict[str, Any] = {}
+        copies: dict[int, Any] = {}
         for key, mask in masks.items():
             values = getattr(s, key)
             if mask is None:
-                info[key], info[f"_{key}"] = xp.copy(values), xp.full((self.num_envs,), True,
-                                                                       "bool")
+                info[key] = xp.copy(values)
+                mask = copies.get(0)
+                if mask is None:
+                    mask = copies[0] = xp.full((self.num_envs,), True, "bool")
             else:
+                if id(mask) not in copies:
+                    copies[id(mask)] = xp.copy(mask)
+                mask = copies[id(mask)]
                 info[key] = values & mask if values.dtype == mask.dtype else values * mask
-                info[f"_{key}"] = xp.copy(mask)
+            info[f"_{key}"] = mask
         if "success" in info:
-            info["is_success"], info["_is_success"] = xp.copy(info["success"]), \
-                xp.copy(info["_success"])
+            info["is_success"], info["_is_success"] = xp.copy(info["success"]), info["_success"]
         return info
 
     def _final(self, done: Any) -> dict[str, Any]:
