@@ -215,7 +215,6 @@ class InstructionEnv(TaskEnv):
             slots=xp.column([SLOTS_PER_CHARACTER * k + 3 for k in range(c)]
                             + [SLOT_INSTRUCTION, SLOT_INSTRUCTION + 3, SLOT_INSTRUCTION + 4]),
             three=xp.column([0, 1, 2]), messenger=xp.column([1, 2]),
-            target_of=xp.array(np.repeat(np.arange(c), self.queue)),
             queue_slots=xp.column(range(self.queue)),
             no_place=xp.column([-1] * c), zeros=xp.column([0] * c),
             empty_queue=xp.column([_NONE] * (c * self.queue)),
@@ -284,20 +283,21 @@ class InstructionEnv(TaskEnv):
         is executed, else each neighbour's oldest pending instruction fails."""
         xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
         near = ((T.bits[s.view].sum(0) >> T.kinds) & 1) > 0  # per kind
-        given = s.given
-        match = near[T.target_of] & (s.subjects == s.action - len(MOVES)) & (given < _NONE)
-        keyed = xp.where(match, given, _NONE)
+        given, shape = s.given, (c, q, *s.given.shape[1:])  # (the queue by target)
+        match = near.reshape(c, 1, *near.shape[1:]) \
+            & (s.subjects == s.action - len(MOVES)).reshape(shape) & (given < _NONE).reshape(shape)
+        keyed = xp.where(match.reshape(given.shape), given, _NONE)
         oldest = keyed.argmin(0)
         executed = xp.at(keyed, oldest) < _NONE
         s.put("given", oldest, _NONE, where=executed)
         # a neighbour waiting for a message got the wrong one: its oldest instruction fails
-        first = T.kinds * q + given.reshape(c, q, *given.shape[1:]).argmin(1)
+        first = T.kinds * q + given.reshape(shape).argmin(1)
         fails = near & xp.not_(executed) & (xp.at(given, first) < _NONE)
         s.put("given", first, _NONE, where=fails)
         s.instructions_done = s.instructions_done + executed
         s.instructions_failed = s.instructions_failed + fails.sum(0)
         s.reward = xp.where(executed, 1.0, s.reward)
-        waiting = (given < _NONE).reshape(c, q, *given.shape[1:]).any(1)
+        waiting = (given < _NONE).reshape(shape).any(1)
         s.pending = (waiting * T.kind_bits).sum(0)
 
     def _update_world(self, s: Any) -> None:
@@ -348,7 +348,7 @@ class InstructionEnv(TaskEnv):
         s.put("subjects", entry, subject)
         s.instructions_given = s.instructions_given + 1
         s.pending = s.pending | T.kind_bit[target]
-        s.put("cells", T.place_cell[xp.at(s.place, target)], _EMPTY)
+        s.put("cells", T.place_cell[xp.maximum(xp.at(s.place, target), 0)], _EMPTY)
         s.put("place", target, -1)
         s.put("away", target, s.t + self.execute_delay)
         s.heard = 1 + len(DISTRACTOR_WORDS) + target * c + subject
