@@ -167,7 +167,7 @@ class Numpy(Scalar):
 
     def __init__(self) -> None:
         self._cols: dict[int, np.ndarray] = {}
-        self._offsets: dict[tuple[int, int], np.ndarray] = {}
+        self._offsets: dict[tuple[int, int, bool], tuple[int, np.ndarray]] = {}
         self.step_mix: np.ndarray | None = None  # mix(t) for every t an episode reaches
 
     def table(self, values: Any) -> np.ndarray:
@@ -204,23 +204,24 @@ class Numpy(Scalar):
         return cols
 
     def at(self, vector: Any, index: Any) -> Any:
-        flat, offsets, stride = self._flat(vector)
-        return flat.take(index * stride + offsets)
+        flat, offsets = self._flat(vector)
+        return flat.take(index * offsets[0] + offsets[1])
 
-    def _flat(self, vector: Any) -> tuple[Any, Any, int]:
-        # a (K, n) field as one flat view, with each env's offset and the stride of K: a flat
-        # take or put is several times faster than a 2-d fancy index
-        k, n = vector.shape
+    def _flat(self, vector: Any) -> tuple[Any, Any]:
+        # a (K, n) field as one flat view, with the flat index of entry (k, j) k * stride +
+        # offset[j]: a flat take or put is several times faster than a 2-d fancy index
         major = vector.flags.f_contiguous
-        offsets = self._offsets.get((k, n, major))
+        key = (*vector.shape, major)
+        offsets = self._offsets.get(key)
         if offsets is None:
-            offsets = self._offsets[(k, n, major)] = np.arange(n) * (k if major else 1)
-        return (vector.T if major else vector).reshape(-1), offsets, 1 if major else n
+            k, n = vector.shape
+            offsets = self._offsets[key] = (1, np.arange(n) * k) if major else (n, np.arange(n))
+        return (vector.T if major else vector).reshape(-1), offsets
 
     def put_at(self, vector: Any, index: Any, value: Any, where: Any = None) -> None:
         """``vector[index[j], j] = value[j]`` for each env ``j`` where ``where`` (in place)."""
-        flat, offsets, stride = self._flat(vector)
-        flat_index = index * stride + offsets
+        flat, offsets = self._flat(vector)
+        flat_index = index * offsets[0] + offsets[1]
         if where is None or np.count_nonzero(where) == np.size(where) == flat_index.size:
             flat[flat_index] = value
         else:
@@ -473,6 +474,7 @@ class Batch:
 
     def __init__(self, xp: Numpy, tables: Any, n: int) -> None:
         self.xp, self.T, self.n = xp, tables, n
+        self._dirty: set[str] = set()  # (a sub-state's: the fields to write back)
 
     def full(self, value: Any) -> Any:
         """``value`` for every env of this state: an ``(n,)`` array, or a constant vector
@@ -492,27 +494,26 @@ class Batch:
 
     def update(self, sub: _Sub) -> None:
         """Writes what the rules assigned to ``sub`` back into this state."""
-        xp = self.xp
+        xp, rows, mine = self.xp, sub._rows, self.__dict__
         for name in sub._dirty:
             value = sub.__dict__[name]
-            try:
-                old = getattr(self, name)
-            except AttributeError:  # a field's first value: allocated here
-                shape = value.shape[:-1] if is_array(value) else ()
-                dtype = str(value.dtype).replace("torch.", "") if is_array(value) else None
-                old = xp.full((*shape, self.n), 0, dtype or _dtype(value))
-                setattr(self, name, old)
-            if sub._mask is None:
-                if not is_array(old):  # (a constant assigned to this sub-state)
-                    old = self.full(old)
+            old = mine.get(name)
+            if old is None:
+                try:
+                    old = getattr(self, name)  # (a sub-state's gather)
+                except AttributeError:  # a field's first value: allocated here
+                    shape = value.shape[:-1] if is_array(value) else ()
+                    dtype = str(value.dtype).replace("torch.", "") if is_array(value) else None
+                    old = xp.full((*shape, self.n), 0, dtype or _dtype(value))
                     setattr(self, name, old)
-                xp.scatter(old, sub._rows, value)
-                self._touch(name)
-            else:
+            if rows is None:
                 setattr(self, name, xp.where(sub._mask, value, old))
-
-    def _touch(self, name: str) -> None:
-        """Field ``name``'s array was written in place (a sub-state writes it back)."""
+                continue
+            if isinstance(old, (int, float)):  # (a constant assigned to this sub-state)
+                old = self.full(old)
+                setattr(self, name, old)
+            xp.scatter(old, rows, value)
+            self._dirty.add(name)
 
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
         """``field[index] = value`` in the per-env vector ``name`` (``index`` per env), at the
@@ -520,7 +521,7 @@ class Batch:
         if self._mask is not None:
             where = self._mask if where is None else where & self._mask
         else:
-            self._touch(name)
+            self._dirty.add(name)
         self.xp.put_at(getattr(self, name), index, value, where)
 
     def fields(self) -> dict[str, Any]:
@@ -538,19 +539,17 @@ class _Sub(Batch):
         d["_parent"], d["_rows"], d["_mask"], d["_dirty"] = parent, rows, mask, set()
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name[0] == "_":  # (no field's name: special methods, copy and pickle probes)
             raise AttributeError(name)
-        value = getattr(self.__dict__["_parent"], name)
-        if self._rows is not None:
-            value = self.xp.gather(value, self._rows)  # a copy, owned by this sub-state
-        self.__dict__[name] = value
+        d = self.__dict__
+        value = getattr(d["_parent"], name)
+        if d["_rows"] is not None:
+            value = d["xp"].gather(value, d["_rows"])  # a copy, owned by this sub-state
+        d[name] = value
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.__dict__[name] = value
-        self._dirty.add(name)
-
-    def _touch(self, name: str) -> None:
         self._dirty.add(name)
 
 

@@ -246,10 +246,12 @@ class InstructionEnv(TaskEnv):
         count = here.sum(0)
         pick = xp.below(xp.where(anywhere, h[2], h[1]), count + (count == 0))
         chosen = xp.first_true(here.cumsum(0) > pick)
+        # (where nothing is to be written, the writes go to the agent's cell, always empty)
         ok = count > 0
-        s.put("cells", T.place_cell[xp.maximum(old, 0)], _EMPTY, where=ok & (old >= 0))
-        s.put("cells", T.place_cell[chosen], _CHARACTER + k, where=ok)
-        s.put("place", k, chosen, where=ok)
+        leave = ok & (old >= 0)
+        s.put("cells", xp.where(leave, T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
+        s.put("cells", xp.where(ok, T.place_cell[chosen], s.pos), xp.where(ok, _CHARACTER + k, 0))
+        s.put("place", k, xp.where(ok, chosen, old))
         s.put("away", k, 0, where=ok)
 
     def transition(self, s: Any) -> None:
