@@ -262,7 +262,8 @@ class Numpy(Scalar):
         return np.asarray(x, dtype)
 
     def full(self, shape: tuple[int, ...], value: Any, dtype: str) -> Any:
-        return np.full(shape, value, dtype, order="F" if _env_major(shape) else "C")
+        order = "F" if _env_major(shape) else "C"
+        return np.zeros(shape, dtype, order) if value == 0 else np.full(shape, value, dtype, order)
 
     def tile(self, column: Any, n: int) -> Any:
         """A ``(K, n)`` array of a ``(K, 1)`` column."""
