@@ -203,9 +203,9 @@ class PortalEnv(TaskEnv):
         """Room ``room``'s (1-based) doors in state ``s``: their cell in the room (x, y),
         colour and whether each is the correct one."""
         code = int(s.rooms[room - 1])
-        return [(DOOR_SLOTS[k], DOOR_COLOURS[code // 6 ** k % 6 - 1],
-                 (code >> (_KIND + 2 * k)) & 3 == 1)
-                for k in range(len(DOOR_SLOTS)) if code // 6 ** k % 6]
+        digits = [(code & _COLOURS_MASK) // 6**k % 6 for k in range(len(DOOR_SLOTS))]
+        return [(DOOR_SLOTS[k], DOOR_COLOURS[d - 1], (code >> (_KIND + 2 * k)) & 3 == 1)
+                for k, d in enumerate(digits) if d]
 
     def room_origin(self, room: int) -> tuple[int, int]:
         """Top-left wall corner of room ``room`` (1-based) on the drawn map."""
