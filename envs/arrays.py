@@ -37,7 +37,7 @@ _C1, _C2 = 0x7FEB352D, 0x846CA68B  # the multipliers of a 32-bit avalanche final
 
 
 def mix(x: int) -> int:
-    """The 32-bit finaliser (xor-shift, multiply, xor-shift, multiply, xor-shift) on a Python int."""
+    """The 32-bit finaliser (xor-shift, multiply, xor-shift, multiply, xor-shift) of an int."""
     x ^= x >> 16
     x = (x * _C1) & MASK32
     x ^= x >> 15
@@ -324,7 +324,8 @@ class Torch(Numpy):
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         t = self.torch
         if not isinstance(a, t.Tensor) and not isinstance(b, t.Tensor):  # (float64, as numpy)
-            a = t.as_tensor(a, device=self.device, dtype=t.float64 if isinstance(a, float) else None)
+            dtype = t.float64 if isinstance(a, float) else None
+            a = t.as_tensor(a, device=self.device, dtype=dtype)
         return t.where(cond, a, b)
 
     def minimum(self, a: Any, b: Any) -> Any:

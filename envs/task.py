@@ -207,8 +207,9 @@ class TaskEnv(gym.Env):
         return self.observe(s), float(s.reward), terminated, bool(truncated), info
 
     def _check_action(self, action: Any) -> int:
-        if isinstance(action, np.ndarray) and action.shape in ((), (1,)):
-            action = action.reshape(()).item() if np.issubdtype(action.dtype, np.integer) else action
+        if isinstance(action, np.ndarray) and action.shape in ((), (1,)) \
+                and np.issubdtype(action.dtype, np.integer):
+            action = action.reshape(()).item()
         if isinstance(action, bool) or not isinstance(action, (int, np.integer)):
             raise ValueError(
                 f"action must be an integer in [0, {self._n_actions - 1}], got {action!r}"

@@ -6,9 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.task import MOVES
 from envs.oracles import PortalMemoryless, PortalOracle
 from envs.portal import PortalEnv
+from envs.task import MOVES
 
 
 def doors_of(env: PortalEnv, room: int) -> tuple[tuple[int, int], tuple[int, int]]:
