@@ -118,9 +118,6 @@ class Scalar:
         """``a`` as float64."""
         return float(a)
 
-    def copy(self, a: Any) -> Any:
-        return a.copy() if isinstance(a, np.ndarray) else a
-
     def at(self, vector: np.ndarray, index: Any) -> Any:
         """``vector[index]`` of each env (``index`` per env, or per env and a leading axis)."""
         return vector[index] if isinstance(index, np.ndarray) else int(vector[index])
@@ -141,13 +138,11 @@ class Scalar:
         obs[1, 1, word] = 1
 
     def hash(self, key: Any, t: Any) -> Any:
-        """``mix(key ^ mix(t))``: an episode's key from its seed key and number, or (as
-        :meth:`base`) the part of a step's draws that its slots share."""
+        """``mix(key ^ mix(t))``: an episode's key from its seed's key and its number; as
+        :meth:`base`, the part of the draws of step ``t`` that its slots share."""
         return mix(key ^ mix(t & MASK32))
 
-    def base(self, key: Any, t: Any) -> Any:
-        """The part of the draws of step ``t`` shared by its slots (:meth:`draw`)."""
-        return mix(key ^ mix(t & MASK32))
+    base = hash
 
     def draw(self, base: Any, slot: Any) -> Any:
         """A uniform 32-bit draw for ``slot`` (an int, or a column of slots)."""
@@ -240,13 +235,10 @@ class Numpy(Scalar):
         obs[self.cols(obs.shape[0]), 1, 1, word] = 1
 
     def hash(self, key: Any, t: Any) -> Any:
-        return self.base(key, t, lookup=False).astype(np.int64)
+        return _mix_u32(key.astype(np.uint32) ^ _mix_u32(t.astype(np.uint32))).astype(np.int64)
 
-    def base(self, key: Any, t: Any, lookup: bool = True) -> Any:
-        if lookup and self.step_mix is not None:
-            mixed = self.step_mix[t]  # mix(t), looked up
-        else:
-            mixed = _mix_u32(np.asarray(t).astype(np.uint32))
+    def base(self, key: Any, t: Any) -> Any:
+        mixed = _mix_u32(np.asarray(t, np.uint32)) if self.step_mix is None else self.step_mix[t]
         return _mix_u32(key.astype(np.uint32) ^ mixed)
 
     def draw(self, base: Any, slot: Any) -> Any:
@@ -267,9 +259,7 @@ class Numpy(Scalar):
 
     def tile(self, column: Any, n: int) -> Any:
         """A ``(K, n)`` array of a ``(K, 1)`` column."""
-        if _env_major(column.shape):
-            return np.tile(column.T, (n, 1)).T
-        return np.repeat(column, n, axis=1)
+        return np.tile(column.T, (n, 1)).T if _env_major(column.shape) else column.repeat(n, 1)
 
     def gather(self, field: Any, rows: Any) -> Any:
         """The columns ``rows`` of a field (a copy); (``[..., rows]`` is several times slower)."""
@@ -277,10 +267,7 @@ class Numpy(Scalar):
 
     def scatter(self, field: Any, rows: Any, value: Any) -> None:
         """``field[..., rows] = value`` in place."""
-        if field.ndim == 1:
-            field[rows] = value
-        else:
-            field[:, rows] = value
+        field[(rows,) if field.ndim == 1 else (slice(None), rows)] = value
 
     def nonzero(self, mask: Any) -> Any:
         return mask.nonzero()[0]
@@ -304,9 +291,8 @@ class Torch(Numpy):
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as err:
-            raise ValueError(
-                f"device must be None, 'numpy' or a torch device ('cpu', 'cuda'), got {device!r}"
-            ) from err
+            raise ValueError(f"device must be None, 'numpy' or a torch device ('cpu', 'cuda'), "
+                             f"got {device!r}") from err
         self.force_masked = False
 
     @property
@@ -358,8 +344,7 @@ class Torch(Numpy):
     def hash(self, key: Any, t: Any) -> Any:
         return _mix_i64(key ^ _mix_i64(t & MASK32))
 
-    def base(self, key: Any, t: Any) -> Any:
-        return self.hash(key, t)
+    base = hash
 
     def draw(self, base: Any, slot: Any) -> Any:
         return _mix_i64(base ^ slot)
@@ -368,16 +353,11 @@ class Torch(Numpy):
         return (h * n) >> 32
 
     def asarray(self, x: Any, dtype: str) -> Any:
-        t = self.torch
-        dt = t.bool if dtype == "bool" else getattr(t, dtype)
-        if isinstance(x, t.Tensor):
-            return x.to(device=self.device, dtype=dt)
-        return t.as_tensor(np.asarray(x), device=self.device).to(dt)
+        x = x if isinstance(x, self.torch.Tensor) else self.torch.as_tensor(np.asarray(x))
+        return x.to(device=self.device, dtype=getattr(self.torch, dtype))
 
     def full(self, shape: tuple[int, ...], value: Any, dtype: str) -> Any:
-        t = self.torch
-        dt = t.bool if dtype == "bool" else getattr(t, dtype)
-        return t.full(shape, value, dtype=dt, device=self.device)
+        return self.torch.full(shape, value, dtype=getattr(self.torch, dtype), device=self.device)
 
     def tile(self, column: Any, n: int) -> Any:
         return column.expand(-1, n).clone()
@@ -389,10 +369,7 @@ class Torch(Numpy):
         return field.index_select(field.ndim - 1, rows)
 
     def scatter(self, field: Any, rows: Any, value: Any) -> None:
-        if self.torch.is_tensor(value) and value.shape == (*field.shape[:-1], rows.shape[0]):
-            field.index_copy_(field.ndim - 1, rows, value)
-        else:
-            field[..., rows] = value
+        field[..., rows] = value
 
     def any(self, mask: Any) -> bool:
         return bool(mask.any())
@@ -410,9 +387,8 @@ class _Lookup:
 
     def __getitem__(self, index: Any) -> Any:
         t = self.tensor
-        if not isinstance(index, type(t)):
-            return t[index]
-        return t.index_select(0, index.reshape(-1)).reshape(*index.shape, *t.shape[1:])
+        return t.index_select(0, index.reshape(-1)).reshape(*index.shape, *t.shape[1:]) \
+            if isinstance(index, type(t)) else t[index]
 
 
 def backend(device: Any = None) -> Numpy:
@@ -427,9 +403,8 @@ def is_array(x: Any) -> bool:
 
 
 def _dtype(value: Any) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "bool"
-    return "float64" if isinstance(value, float) else "int64"
+    return "bool" if isinstance(value, (bool, np.bool_)) else \
+        "float64" if isinstance(value, float) else "int64"
 
 
 class One:
@@ -459,8 +434,6 @@ class One:
         elif where:
             array[index] = value
 
-    def fields(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k not in ("xp", "T")}
 
 
 class Batch:

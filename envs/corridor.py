@@ -83,13 +83,8 @@ class CorridorEnv(TaskEnv):
     reset_info = ("length", "max_steps")
     metrics = ("length",)
 
-    def __init__(
-        self,
-        min_length: int = 3,
-        max_length: int = 200,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    def __init__(self, min_length: int = 3, max_length: int = 200,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         self.min_length = check_int("min_length", min_length, 3, MAX_LENGTH)
         self.max_length = check_int("max_length", max_length, self.min_length, MAX_LENGTH)
         self.reward_range = (0.0, 1.0)

@@ -137,48 +137,35 @@ class InstructionEnv(TaskEnv):
                  "instructions_pending")
     metrics = ("instructions_given", "instructions_done", "instructions_failed")
 
-    def __init__(
-        self,
-        n_rooms: int = 4,
-        n_characters: int = 8,
-        episode_length: int = 500,
-        execute_delay: int = 200,
-        answer_window: int = 100,
-        instruction_prob: float = 0.03,
-        distractor_prob: float = 0.8,
-        move_prob: float = 0.005,
-        tell_penalty: float = 0.1,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    def __init__(self, n_rooms: int = 4, n_characters: int = 8, episode_length: int = 500,
+                 execute_delay: int = 200, answer_window: int = 100,
+                 instruction_prob: float = 0.03, distractor_prob: float = 0.8,
+                 move_prob: float = 0.005, tell_penalty: float = 0.1,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         self.n_rooms = check_int("n_rooms", n_rooms, 1, 32)
         self.n_characters = check_int("n_characters", n_characters, 2, len(CHARACTER_NAMES))
         self.execute_delay = check_int("execute_delay", execute_delay, 1)
         self.answer_window = check_int("answer_window", answer_window, 1)
-        self.episode_length = check_int(
-            "episode_length", episode_length, self.execute_delay + self.answer_window + 1
-        )
+        self.episode_length = check_int("episode_length", episode_length,
+                                        self.execute_delay + self.answer_window + 1)
         self.instruction_prob = check_number("instruction_prob", instruction_prob)
         self.distractor_prob = check_number("distractor_prob", distractor_prob)
         self.move_prob = check_number("move_prob", move_prob)
         self.tell_penalty = check_number("tell_penalty", tell_penalty)
         if self.n_characters > 7 * self.n_rooms:
-            raise ValueError(
-                f"n_characters must be in [2, {7 * self.n_rooms}] for {self.n_rooms} rooms "
-                f"(7 standing places per room), got {self.n_characters}"
-            )
+            raise ValueError(f"n_characters must be in [2, {7 * self.n_rooms}] for "
+                             f"{self.n_rooms} rooms (7 standing places each), got {n_characters}")
         self.reward_range = (-self.tell_penalty, 1.0)
         self.last_instruction_step = self.episode_length - self.execute_delay - self.answer_window
         # the most instructions one character can get in an episode: they are a delay apart
         self.queue = (max(self.last_instruction_step, 1) - 1) // self.execute_delay + 1
         self.width = 4 * self.n_rooms + 1  # of the map, 7 cells high
         names = CHARACTER_NAMES[: self.n_characters]
-        super().__init__(
-            vocab=[*names, *(f"target:{n}" for n in names), *(f"subject:{n}" for n in names),
-                   *(f"say:{w}" for w in DISTRACTOR_WORDS)],
-            max_steps=self.episode_length, n_task_actions=self.n_characters,
-            render_mode=render_mode, tile_size=tile_size,
-        )
+        super().__init__(vocab=[*names, *(f"target:{n}" for n in names),
+                                *(f"subject:{n}" for n in names),
+                                *(f"say:{w}" for w in DISTRACTOR_WORDS)],
+                         max_steps=self.episode_length, n_task_actions=self.n_characters,
+                         render_mode=render_mode, tile_size=tile_size)
 
     # the map
 
@@ -365,12 +352,6 @@ class InstructionEnv(TaskEnv):
                 grid.set(i % self.width, i // self.width,
                          Character(obj - _CHARACTER) if obj >= _CHARACTER else Wall())
         return grid, (s.pos % self.width, s.pos // self.width)
-
-    def pending_instructions(self, s: Any) -> list[tuple[int, int]]:
-        """The pending instructions of state ``s``, ``(target, subject)`` oldest first."""
-        given = np.asarray(s.given)
-        return [(int(i) // self.queue, int(s.subjects[i])) for i in np.argsort(given, kind="stable")
-                if given[i] < _NONE]
 
 
 class InstructionVectorEnv(TaskVectorEnv):

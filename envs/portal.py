@@ -123,14 +123,8 @@ class PortalEnv(TaskEnv):
     step_info = ("room", "rooms_reached")
     metrics = ("rooms_reached",)
 
-    def __init__(
-        self,
-        n_rooms: int = 50,
-        max_steps: int = 1000,
-        rooms_per_row: int = 10,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    def __init__(self, n_rooms: int = 50, max_steps: int = 1000, rooms_per_row: int = 10,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         self.n_rooms = check_int("n_rooms", n_rooms, 2, MAX_ROOMS)
         self.rooms_per_row = check_int("rooms_per_row", rooms_per_row, 1)
         self.reward_range = (0.0, 0.1 * (self.n_rooms - 1))

@@ -110,20 +110,11 @@ class TaskEnv(gym.Env):
     metrics: ClassVar[tuple[str, ...]] = ()
     """The task's own measures: numeric fields reported (with ``success``) at an episode's end."""
 
-    def __init__(
-        self,
-        *,
-        vocab: Sequence[str],
-        max_steps: int,
-        n_task_actions: int = 0,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    def __init__(self, *, vocab: Sequence[str], max_steps: int, n_task_actions: int = 0,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, "
-                f"got {render_mode!r}"
-            )
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or "
+                             f"None, got {render_mode!r}")
         self.render_mode = render_mode
         self.tile_size = check_int("tile_size", tile_size, 1, 512)
         self.max_steps = check_int("max_steps", max_steps, 1)
@@ -166,9 +157,8 @@ class TaskEnv(gym.Env):
 
     # gymnasium API
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)  # np_random, for gymnasium's contract; the rules use keyed draws
         if seed is not None:
             self._seed_key, self._episode = seed_key(seed), 0
@@ -211,9 +201,8 @@ class TaskEnv(gym.Env):
                 and np.issubdtype(action.dtype, np.integer):
             action = action.reshape(()).item()
         if isinstance(action, bool) or not isinstance(action, (int, np.integer)):
-            raise ValueError(
-                f"action must be an integer in [0, {self._n_actions - 1}], got {action!r}"
-            )
+            raise ValueError(f"action must be an integer in [0, {self._n_actions - 1}], "
+                             f"got {action!r}")
         if not 0 <= action < self._n_actions:
             raise ValueError(f"action must be in [0, {self._n_actions - 1}], got {action}")
         return int(action)

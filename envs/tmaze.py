@@ -85,13 +85,8 @@ class TMazeEnv(TaskEnv):
         tile_size: pixels per cell of a rendered frame.
     """
 
-    def __init__(
-        self,
-        length: int = 100,
-        penalty: float | None = None,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    def __init__(self, length: int = 100, penalty: float | None = None,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         self.length = check_int("length", length, 1, MAX_LENGTH)
         self.penalty = 1.0 / self.length if penalty is None else check_number("penalty", penalty)
         self.reward_range = (-self.penalty, 1.0)

@@ -55,22 +55,14 @@ class TaskVectorEnv(VectorEnv):
         "render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        *args: Any,
-        device: Any = None,
-        render_mode: str | None = None,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self.autoreset_mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            self.autoreset_mode = None
-        if self.autoreset_mode not in _MODES:
+    def __init__(self, num_envs: int = 1, *args: Any, device: Any = None,
+                 render_mode: str | None = None,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+                 **kwargs: Any) -> None:
+        if autoreset_mode not in (*_MODES, *(m.value for m in _MODES)):
             raise ValueError(f"autoreset_mode must be one of {[m.value for m in _MODES]} "
                              f"(AutoresetMode), got {autoreset_mode!r}")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) \
                 or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
@@ -104,10 +96,10 @@ class TaskVectorEnv(VectorEnv):
         """Begins the next episode (of ``live``'s, default ``s``'s) in ``s`` where ``cond``."""
         sub = s.select(cond)
         if sub is not None:
-            src = sub if live is None else live.select(cond)
             if live is not None:
-                sub.seed = src.seed
-            sub.episode = src.episode + 1
+                src = live.select(cond)
+                sub.seed, sub.episode = src.seed, src.episode
+            sub.episode = sub.episode + 1
             sub.key, sub.t = self.xp.hash(sub.seed, sub.episode), 0
             self.task.start(sub)
             s.update(sub)
@@ -143,9 +135,8 @@ class TaskVectorEnv(VectorEnv):
             self._start(self._next, self.xp.not_(self._ready), live=self.s)
             self._ready[...] = True
 
-    def reset(
-        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Resets every env, or those of ``options["reset_mask"]`` (a bool array).
 
         ``seed``: an int (env ``i`` gets ``seed + i``), a list of ``num_envs`` seeds, or ``None``
@@ -183,7 +174,7 @@ class TaskVectorEnv(VectorEnv):
     # steps
 
     def _check_actions(self, actions: Any) -> Any:
-        xp, n = self.xp, self._n_actions
+        xp, n = self.xp, int(self.single_action_space.n)
         if not hasattr(actions, "dtype"):
             actions = np.asarray(actions)
         dtype = actions.dtype
@@ -195,18 +186,12 @@ class TaskVectorEnv(VectorEnv):
                              f"{tuple(actions.shape)}")
         acts = xp.asarray(actions, "int64")
         if not xp.masked:  # (on accelerators the check would wait for the device)
-            if xp.device is None:  # one reduction: a negative action is a huge unsigned one
-                bad = np.maximum.reduce(acts.view(np.uint64)) >= n
-            else:
-                low, high = xp.torch.aminmax(acts)
-                bad = bool(low < 0) or bool(high >= n)
+            # (numpy: one reduction, a negative action is a huge unsigned one)
+            bad = np.maximum.reduce(acts.view(np.uint64)) >= n if xp.device is None else \
+                bool(acts.min() < 0) or bool(acts.max() >= n)
             if bad:
                 raise ValueError(f"actions must be in [0, {n - 1}], got {xp.to_numpy(acts)}")
         return acts
-
-    @property
-    def _n_actions(self) -> int:
-        return int(self.single_action_space.n)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Steps every env; in NEXT_STEP mode the envs whose episode ended at the previous step
@@ -260,20 +245,15 @@ class TaskVectorEnv(VectorEnv):
                 elif masks[key] is not None:
                     masks[key] = masks[key] | rows
         info: dict[str, Any] = {}
-        copies: dict[int, Any] = {}
+        every_env = any(m is None for m in masks.values())
+        copies = {id(None): xp.full((self.num_envs,), True, "bool")} if every_env else {}
         for key, mask in masks.items():
             values = getattr(s, key)
-            if mask is None:
-                info[key] = xp.copy(values)
-                mask = copies.get(0)
-                if mask is None:
-                    mask = copies[0] = xp.full((self.num_envs,), True, "bool")
-            else:
-                if id(mask) not in copies:
-                    copies[id(mask)] = xp.copy(mask)
-                mask = copies[id(mask)]
-                info[key] = values & mask if values.dtype == mask.dtype else values * mask
-            info[f"_{key}"] = mask
+            if id(mask) not in copies:
+                copies[id(mask)] = xp.copy(mask)
+            info[f"_{key}"] = copies[id(mask)]
+            info[key] = xp.copy(values) if mask is None else values & mask \
+                if values.dtype == mask.dtype else values * mask
         if "success" in info:
             info["is_success"], info["_is_success"] = xp.copy(info["success"]), info["_success"]
         return info
@@ -323,8 +303,9 @@ class TaskVectorEnv(VectorEnv):
                              f"arguments, autoreset mode): got {got}, this env is {want}")
         xp = self.xp
         self.s = Batch(xp, self.s.T, self.num_envs)
-        for name, value in state["fields"].items():
-            setattr(self.s, name, xp.asarray(value, str(value.dtype)))
+        for name, value in state["fields"].items():  # (in this backend's layout)
+            setattr(self.s, name, xp.full(value.shape, 0, str(value.dtype)))
+            getattr(self.s, name)[...] = xp.asarray(value, str(value.dtype))
         self._autoreset = xp.asarray(state["autoreset"], "bool")
         self._started = bool(state["started"])
         self._ready[...] = False

@@ -32,6 +32,13 @@ def neighbours(env: InstructionEnv) -> list[int]:
     return sorted(c.kind for c in cells if isinstance(c, Character))
 
 
+def pending(env: InstructionEnv) -> list[tuple[int, int]]:
+    """The pending instructions, ``(target, subject)`` oldest first."""
+    given, subjects = env.state.given, env.state.subjects
+    return [(int(i) // env.queue, int(subjects[i])) for i in np.argsort(given, kind="stable")
+            if given[i] < _NONE]
+
+
 def set_pending(env: InstructionEnv, pending: list[tuple[int, int]]) -> None:
     """Replaces the queue by ``pending`` ``(target, subject)`` instructions, oldest first."""
     s, q = env.state, env.queue
@@ -81,7 +88,7 @@ def test_instruction_heard_for_one_step_and_target_away_for_the_delay() -> None:
     assert len(targets) == len(subjects) == 1 and targets[0][7:] != subjects[0][8:]
     target = CHARACTER_NAMES.index(targets[0][7:])
     subject = CHARACTER_NAMES.index(subjects[0][8:])
-    assert env.pending_instructions(env.state) == [(target, subject)]
+    assert pending(env) == [(target, subject)]
     assert info["instructions_given"] == 1
     assert target not in on_map(env) and len(on_map(env)) == env.n_characters - 1
     obs, *_ = env.step(3)
@@ -132,14 +139,14 @@ def test_queue_tells_and_penalty() -> None:
     set_pending(env, [(butler, guard), (butler, cook), (maid, guard)])
     # telling the second pending subject first is fine: the queue is not a stack
     _, reward, *_, info = env.step(TELL + cook)
-    assert reward == 1.0 and env.pending_instructions(env.state) == [(butler, guard), (maid, guard)]
+    assert reward == 1.0 and pending(env) == [(butler, guard), (maid, guard)]
     assert info["instructions_done"] == 1
     # (maid, guard) is pending but the maid is not a neighbour: the butler's one is executed
     _, reward, *_, info = env.step(TELL + guard)
-    assert reward == 1.0 and env.pending_instructions(env.state) == [(maid, guard)]
+    assert reward == 1.0 and pending(env) == [(maid, guard)]
     # a tell matching nothing costs the penalty; nobody near waits for a message
     _, reward, *_, info = env.step(TELL + guard)
-    assert reward == -0.25 and env.pending_instructions(env.state) == [(maid, guard)]
+    assert reward == -0.25 and pending(env) == [(maid, guard)]
     assert (info["instructions_done"], info["instructions_failed"]) == (2, 0)
     assert info["instructions_pending"] == 1
 
@@ -152,7 +159,7 @@ def test_wrong_tell_fails_a_waiting_neighbours_oldest_instruction() -> None:
     set_pending(env, [(maid, cook), (butler, guard), (butler, cook)])
     _, reward, *_, info = env.step(TELL + maid)
     assert reward == -0.1
-    assert env.pending_instructions(env.state) == [(maid, cook), (butler, cook)]
+    assert pending(env) == [(maid, cook), (butler, cook)]
     assert info["instructions_failed"] == 1 and info["instructions_pending"] == 2
 
 
@@ -162,7 +169,7 @@ def test_tell_needs_the_target_as_a_neighbour() -> None:
     set_pending(env, [(0, 1)])
     assert neighbours(env) == []  # the corridor's west end: no character can stand next to it
     _, reward, *_ = env.step(TELL + 1)
-    assert reward == -0.1 and env.pending_instructions(env.state) == [(0, 1)]
+    assert reward == -0.1 and pending(env) == [(0, 1)]
 
 
 def test_characters_move_between_rooms_and_never_block_entrances() -> None:
