@@ -150,6 +150,10 @@ class Scalar:
             return _mix_u32(np.uint32(base) ^ slot.astype(np.uint32))
         return mix(base ^ slot)
 
+    def any(self, mask: Any) -> bool:
+        """Whether ``mask`` holds anywhere (for one env: whether it holds)."""
+        return bool(np.any(mask))
+
     def below(self, h: Any, n: Any) -> Any:
         """A uniform integer in ``[0, n)`` from a draw ``h`` (``n <= 2**30``)."""
         if isinstance(h, np.ndarray):

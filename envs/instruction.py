@@ -216,6 +216,7 @@ class InstructionEnv(TaskEnv):
         s.given, s.subjects = s.full(T.empty_queue), s.full(T.empty_queue)  # by target, in order
         s.instructions_given = s.instructions_done = s.instructions_failed = 0
         s.instructions_pending = s.heard = s.pending = 0  # (pending: a bit per waited kind)
+        s.n_present = 0  # (each character placed below comes in)
         base = xp.base(s.key, s.t)
         for k in range(self.n_characters):  # placed one by one, at step 0
             h = xp.draw(base, T.three + SLOTS_PER_CHARACTER * k)
@@ -228,14 +229,16 @@ class InstructionEnv(TaskEnv):
         xp, T = s.xp, s.T
         free = (xp.at(s.cells, T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
         here = free & (T.place_room == room)
-        anywhere = here.sum(0) == 0
-        here = xp.where(anywhere, free, here)
-        count = here.sum(0)
-        pick = xp.below(xp.where(anywhere, h[2], h[1]), count + (count == 0))
-        chosen = xp.first_true(here.cumsum(0) > pick)
+        count, pick = here.sum(0), h[1]
+        anywhere = count == 0
+        if xp.masked or xp.any(anywhere):  # (a full room: a place anywhere)
+            here, pick = xp.where(anywhere, free, here), xp.where(anywhere, h[2], h[1])
+            count = here.sum(0)
+        chosen = xp.first_true(here.cumsum(0) > xp.below(pick, xp.maximum(count, 1)))
         # (where nothing is to be written, the writes go to the agent's cell, always empty)
         ok = count > 0
         leave = ok & (old >= 0)
+        s.n_present = s.n_present + (ok & (old < 0))  # (a character back)
         s.put("cells", xp.where(leave, T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
         s.put("cells", xp.where(ok, T.place_cell[chosen], s.pos), xp.where(ok, _CHARACTER + k, 0))
         s.put("place", k, xp.where(ok, chosen, old))
@@ -313,8 +316,6 @@ class InstructionEnv(TaskEnv):
             self._place(one, k, room, h3, old)
             one.put("events", k, False)
             s.update(one)
-        s.present = s.away == 0
-        s.n_present = s.present.sum(0)
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
             & (h[c] < round(self.instruction_prob * 2**32))
         say = xp.not_(instruct) & (h[c + 1] < round(self.distractor_prob * 2**32))
@@ -328,14 +329,14 @@ class InstructionEnv(TaskEnv):
         """A messenger: a present character is sent away with an instruction about another."""
         xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
         h = xp.draw(s.base, T.messenger + SLOT_INSTRUCTION)
-        j = xp.below(h[0], s.n_present)
-        target = xp.first_true(s.present & (s.present.cumsum(0) == j + 1))
+        j, present = xp.below(h[0], s.n_present), s.away == 0
+        target = xp.first_true(present & (present.cumsum(0) == j + 1))
         subject = xp.below(h[1], c - 1)
         subject = subject + (subject >= target)  # any kind but the target
         entry = target * q + xp.first_true(xp.at(s.given, target * q + T.queue_slots) == _NONE)
         s.put("given", entry, s.t)
         s.put("subjects", entry, subject)
-        s.instructions_given = s.instructions_given + 1
+        s.instructions_given, s.n_present = s.instructions_given + 1, s.n_present - 1
         s.pending = s.pending | T.kind_bit[target]
         s.put("cells", T.place_cell[xp.maximum(xp.at(s.place, target), 0)], _EMPTY)
         s.put("place", target, -1)
