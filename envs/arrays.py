@@ -91,13 +91,11 @@ class Scalar:
         a = np.array(values)
         return tuple(a.tolist()) if a.ndim == 1 else _readonly(a)
 
-    def array(self, values: Any) -> np.ndarray:
-        """A constant array, to look up with index arrays (a tuple cannot)."""
-        return _readonly(np.array(values))
-
     def column(self, values: Any) -> np.ndarray:
         """A constant per-env vector ``(K,)`` (``(K, 1)`` on batches, to broadcast over envs)."""
         return _readonly(np.array(values, np.int64))
+
+    array = column  # a constant table looked up with index arrays (a tuple cannot be)
 
     def where(self, cond: Any, a: Any, b: Any) -> Any:
         """``a`` where ``cond`` else ``b`` (elementwise on a per-env vector)."""

@@ -215,8 +215,8 @@ class InstructionEnv(TaskEnv):
         s.cells, s.place, s.away = s.full(T.walls), s.full(T.no_place), s.full(T.zeros)
         s.given, s.subjects = s.full(T.empty_queue), s.full(T.empty_queue)  # by target, in order
         s.instructions_given = s.instructions_done = s.instructions_failed = 0
-        s.instructions_pending = s.heard = s.pending = 0  # (pending: a bit per waited kind)
-        s.n_present = 0  # (each character placed below comes in)
+        # (pending: a bit per kind waited for; n_present: each character placed below comes in)
+        s.instructions_pending = s.heard = s.pending = s.n_present = 0
         base = xp.base(s.key, s.t)
         for k in range(self.n_characters):  # placed one by one, at step 0
             h = xp.draw(base, T.three + SLOTS_PER_CHARACTER * k)

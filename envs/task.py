@@ -28,12 +28,10 @@ from minigrid.core.grid import Grid
 
 from envs.arrays import MASK32, One, Scalar, mix
 
-__all__ = ["MOVES", "MOVE_NAMES", "TaskEnv", "check_int", "check_number", "decode_obs",
-           "seed_key"]
+__all__ = ["MOVES", "TaskEnv", "check_int", "check_number", "decode_obs", "seed_key"]
 
 #: ``(dx, dy)`` of the four moves, in action order: north, east, south, west (y grows southwards).
 MOVES: tuple[tuple[int, int], ...] = ((0, -1), (1, 0), (0, 1), (-1, 0))
-MOVE_NAMES: tuple[str, ...] = ("north", "east", "south", "west")
 _MINIGRID_DIR = (3, 0, 1, 2)  # minigrid's drawing direction (0 east, 1 south, ...) of each move
 
 
