@@ -19,8 +19,11 @@ Randomness is keyed, never drawn from a generator: a draw is a 32-bit hash of ``
 ``uint32`` and torch ``int64`` (products split so that no value exceeds ``2**49``), so single and
 batched envs make the same choices without replaying numpy's generator.
 
-We measured ``array-api-compat`` (``bench_envs.py --array-layer``): its torch namespace adds
-about 1 us to each call on 1024 envs (30-100%), so this layer calls numpy and torch directly.
+Why our own layer and not ``array-api-compat`` (measured with ``scripts/bench_envs.py
+--array-layer``, ``docs/results/envs_array_layer.md``): it has no namespace for one env in Python
+scalars, which keeps the single env fast (a numpy call on one element costs about 1 us); on numpy
+it calls the same functions; on torch its ``take`` is slower than the ``index_select`` lookups
+here, and torch's own advanced indexing slower still (20x for a table of views).
 """
 
 from __future__ import annotations
