@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from minigrid.core.constants import TILE_PIXELS
 from minigrid.core.grid import Grid
-from minigrid.core.world_object import Wall
+from minigrid.core.world_object import Goal, Wall
 
 from envs.task import TaskEnv, check_int, check_number
 from envs.vector import TaskVectorEnv
@@ -139,6 +139,8 @@ class TMazeEnv(TaskEnv):
             for y in range(5):
                 if self._wall(x, y):
                     grid.set(x, y, Wall())
+        goal, goal.words = Goal(), ()  # the exit the cue names, drawn (the agent sees nothing)
+        grid.set(self.length + 1, 1 + s.good, goal)
         return grid, (s.x, 2)
 
 
