@@ -440,14 +440,13 @@ class One:
             array[index] = value
 
 
-
 class Batch:
     """The fields of ``n`` envs (attributes), arrays with the env axis last, in namespace ``xp``.
 
     A sub-state (:meth:`select`) reads its fields from its parent when first used (a gather of
     its envs on host backends; the parent's array itself when masked) and keeps what the rules
     assign to it (``sub.x = ...``, :meth:`put`) until :meth:`update` writes it back. Rules never
-    modify a field's array in place except through :meth:`put`.
+    modify a field's array in place except through :meth:`put` (or one they just assigned).
     """
 
     _mask: Any = None

@@ -90,7 +90,11 @@ class TaskEnv(gym.Env):
     Subclasses call ``super().__init__`` with the vocabulary and implement the rules (below).
     State fields every task has: ``key`` (the episode's random key), ``t`` (steps taken),
     ``action`` (this step's); :meth:`transition` sets ``reward`` (float), ``terminated`` and
-    ``success`` (bools) and the fields named in the info tuples.
+    ``success`` (bools) and the fields named in the info tuples. What keeps the rules one code
+    for one env and for batches (``envs/arrays.py``): :meth:`start` sets every field the other
+    rules read (a batch's ended episode is overwritten, not cleared); floats go through
+    ``xp.float`` (a torch bool times a Python float is float32); an index must be valid for
+    every env, also those a masked sub-state leaves alone (accelerators compute them all).
 
     Args:
         vocab: every word the env can show; ``"agent"`` and ``"wall"`` come first.

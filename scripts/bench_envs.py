@@ -197,7 +197,9 @@ def bench_array_layer(seconds: float) -> str:
     try:
         import array_api_compat
     except ImportError:
-        raise SystemExit("--array-layer needs array-api-compat: pip install array-api-compat")
+        raise SystemExit(
+            "--array-layer needs array-api-compat: pip install array-api-compat"
+        ) from None
     from envs.arrays import Numpy, Torch
 
     torch.set_num_threads(1)
@@ -224,7 +226,7 @@ def bench_array_layer(seconds: float) -> str:
         for xp, x, y, c, tab in data.values():
             ns = array_api_compat.array_namespace(x)
             for fn, arg, table in ((ours, xp, xp.table(np.arange(50))), (theirs, ns, tab)):
-                timer = timeit.Timer(lambda fn=fn, arg=arg, t=table: fn(arg, x, y, c, t))
+                timer = timeit.Timer(lambda fn=fn, arg=arg, args=(x, y, c, table): fn(arg, *args))
                 number = max(1, int(seconds / max(timer.timeit(10) / 10, 1e-9)))
                 cells.append(min(timer.repeat(3, number)) / number * 1e6)
         rows.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")

@@ -221,6 +221,23 @@ def test_make_with_module_prefix_in_fresh_interpreter() -> None:
     assert out.stdout.strip() == "(3, 3, 6)"
 
 
+def test_the_single_env_runs_without_the_batched_machinery() -> None:
+    # the rules' single env (envs.task) and the tasks' rules need neither the vector env nor torch
+    code = (
+        "import sys, gymnasium as gym\n"
+        "import envs.task\n"
+        "assert 'envs.vector' not in sys.modules, 'envs.task imports the vector env'\n"
+        "env = gym.make('MemoRL/TMaze-L10-v0')\n"
+        "env.reset(seed=0)\n"
+        "print(sorted(m for m in ('torch', 'envs.vector') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['envs.vector']"  # (the task module names its vector env)
+
+
 def test_sync_vector_env() -> None:
     vec = gym.make_vec("MemoRL/Corridor-L10-v0", num_envs=3, vectorization_mode="sync")
     obs, _ = vec.reset(seed=0)
