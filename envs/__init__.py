@@ -1,4 +1,5 @@
-"""The gridworld memory tasks of MemoRL: Corridor, multi-room Portal and Instruction.
+"""The gridworld memory tasks of MemoRL: Corridor, multi-room Portal, Instruction and the Passive
+T-Maze.
 
 Importing this package registers every task with gymnasium (see :data:`ENV_TABLE`, the one table
 of registered ids), so ``gymnasium.make("MemoRL/Corridor-v0")`` works after ``import envs``, and
@@ -37,37 +38,26 @@ class EnvEntry:
     """``module:Class`` of a batched implementation, used by ``gymnasium.make_vec`` when set."""
 
 
-_CORRIDOR = "envs.corridor:CorridorEnv"
-_PORTAL = "envs.portal:PortalEnv"
-_INSTRUCTION = "envs.instruction:InstructionEnv"
-_CORRIDOR_VEC = "envs.batched.corridor:CorridorVectorEnv"
-_PORTAL_VEC = "envs.batched.portal:PortalVectorEnv"
-_INSTRUCTION_VEC = "envs.batched.instruction:InstructionVectorEnv"
+def _entry(module: str, task: str, env_id: str, **kwargs: Any) -> EnvEntry:
+    # every task's single env and batched env come from its one module
+    return EnvEntry(env_id, f"envs.{module}:{task}Env", kwargs, f"envs.{module}:{task}VectorEnv")
+
 
 #: Every registered id, in one place (the tests are parametrised over it).
 ENV_TABLE: tuple[EnvEntry, ...] = (
-    EnvEntry("MemoRL/Corridor-v0", _CORRIDOR, {"min_length": 3, "max_length": 200}, _CORRIDOR_VEC),
-    EnvEntry(
-        "MemoRL/Corridor-L10-v0", _CORRIDOR, {"min_length": 10, "max_length": 10}, _CORRIDOR_VEC
-    ),
-    EnvEntry(
-        "MemoRL/Corridor-Short-v0", _CORRIDOR, {"min_length": 3, "max_length": 20}, _CORRIDOR_VEC
-    ),
-    EnvEntry("MemoRL/Portal-v0", _PORTAL, {"n_rooms": 50, "max_steps": 1000}, _PORTAL_VEC),
-    EnvEntry("MemoRL/Portal-R5-v0", _PORTAL, {"n_rooms": 5, "max_steps": 200}, _PORTAL_VEC),
-    EnvEntry("MemoRL/Instruction-v0", _INSTRUCTION, {}, _INSTRUCTION_VEC),
-    EnvEntry(
-        "MemoRL/Instruction-Short-v0",
-        _INSTRUCTION,
-        {
-            "n_rooms": 3,
-            "episode_length": 200,
-            "execute_delay": 60,
-            "answer_window": 60,
-            "instruction_prob": 0.05,
-        },
-        _INSTRUCTION_VEC,
-    ),
+    _entry("corridor", "Corridor", "MemoRL/Corridor-v0", min_length=3, max_length=200),
+    _entry("corridor", "Corridor", "MemoRL/Corridor-L10-v0", min_length=10, max_length=10),
+    _entry("corridor", "Corridor", "MemoRL/Corridor-Short-v0", min_length=3, max_length=20),
+    _entry("portal", "Portal", "MemoRL/Portal-v0", n_rooms=50, max_steps=1000),
+    _entry("portal", "Portal", "MemoRL/Portal-R5-v0", n_rooms=5, max_steps=200),
+    _entry("instruction", "Instruction", "MemoRL/Instruction-v0"),
+    _entry("instruction", "Instruction", "MemoRL/Instruction-Short-v0", n_rooms=3,
+           episode_length=200, execute_delay=60, answer_window=60, instruction_prob=0.05),
+    _entry("tmaze", "TMaze", "MemoRL/TMaze-v0", length=100),
+    _entry("tmaze", "TMaze", "MemoRL/TMaze-L10-v0", length=10),
+    _entry("tmaze", "TMaze", "MemoRL/TMaze-L50-v0", length=50),
+    _entry("tmaze", "TMaze", "MemoRL/TMaze-L1500-v0", length=1500),
+    _entry("tmaze", "TMaze", "MemoRL/TMaze-L3000-v0", length=3000),
 )
 
 #: Short names accepted by the scripts' ``--env`` option.
@@ -75,6 +65,7 @@ SHORT_NAMES: dict[str, str] = {
     "corridor": "MemoRL/Corridor-v0",
     "portal": "MemoRL/Portal-v0",
     "instruction": "MemoRL/Instruction-v0",
+    "tmaze": "MemoRL/TMaze-v0",
 }
 
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 from minigrid.core.constants import TILE_PIXELS
 from minigrid.core.grid import Grid
 from minigrid.core.world_object import Ball, Door, Wall
 
-from envs.base import WordGridEnv, check_int
+from envs.task import TaskEnv, check_int
+from envs.vector import TaskVectorEnv
 
-__all__ = ["CorridorEnv"]
+__all__ = ["CorridorEnv", "CorridorVectorEnv"]
 
 COLOURS = ("red", "blue")
 #: Longest corridor accepted by the constructor (a sanity bound, far above the paper's 200).
 MAX_LENGTH = 10_000
+_EMPTY, _WALL, _BALL, _DOOR = 0, 1, 2, 4  # object ids: + colour for the ball and the doors
 
 
-class CorridorEnv(WordGridEnv):
+class CorridorEnv(TaskEnv):
     """
     ## Description
 
@@ -60,8 +64,8 @@ class CorridorEnv(WordGridEnv):
       shortest solution takes ``length`` steps), with ``info["success"] = False``.
 
     Each episode's corridor length is drawn uniformly from ``[min_length, max_length]``
-    (inclusive); the episode's length and time limit are in ``info["length"]`` and
-    ``info["max_steps"]`` at reset.
+    (inclusive); it is ``info["length"]`` at reset and at the episode's end (the task's measure:
+    success per length), the time limit ``info["max_steps"]`` at reset.
 
     ## Registered configurations
 
@@ -76,59 +80,83 @@ class CorridorEnv(WordGridEnv):
         tile_size: pixels per cell of a rendered frame.
     """
 
-    def __init__(
-        self,
-        min_length: int = 3,
-        max_length: int = 200,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    reset_info = ("length", "max_steps")
+    metrics = ("length",)
+
+    def __init__(self, min_length: int = 3, max_length: int = 200,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         self.min_length = check_int("min_length", min_length, 3, MAX_LENGTH)
         self.max_length = check_int("max_length", max_length, self.min_length, MAX_LENGTH)
-        self.length = self.max_length
-        self.colour = COLOURS[0]
-        super().__init__(
-            vocab=["ball", "door", *COLOURS],
-            width=self.max_length + 2,
-            height=5,
-            max_steps=self.time_limit(self.max_length),
-            render_mode=render_mode,
-            tile_size=tile_size,
-        )
         self.reward_range = (0.0, 1.0)
-        self._doors: dict[tuple[int, int], str] = {}
+        super().__init__(vocab=["ball", "door", *COLOURS], max_steps=2 * self.max_length + 20,
+                         render_mode=render_mode, tile_size=tile_size)
 
-    @staticmethod
-    def time_limit(length: int) -> int:
-        """Steps before truncation for a corridor of ``length`` cells: ``2 * length + 20``."""
-        return 2 * length + 20
+    def tables(self, xp: Any) -> SimpleNamespace:
+        words = np.zeros((6, len(self.vocab)), np.uint8)  # per object id
+        for k, names in enumerate([(), ("wall",), *(("ball", c) for c in COLOURS),
+                                   *(("door", c) for c in COLOURS)]):
+            words[k, [self.word_index[w] for w in names]] = 1
+        views = []  # per 4 * (2 * ball colour + north door colour) + place (0 at the doors, 1
+        for colour in range(2):  # one cell before, 2 inside, 3 next to the ball)
+            for north in range(2):
+                for place in range(4):
+                    ids = np.full((3, 3), _WALL)
+                    ids[1] = _EMPTY
+                    if place == 3:
+                        ids[1, 0] = _BALL + colour
+                    elif place == 1:
+                        ids[0, 2], ids[2, 2] = _DOOR + north, _DOOR + 1 - north
+                    elif place == 0:
+                        ids[0, 1], ids[2, 1], ids[1, 2] = _DOOR + north, _DOOR + 1 - north, _WALL
+                    views.append(words[ids])
+        views = np.stack(views)
+        views[:, 1, 1, self.word_index["agent"]] = 1
+        return SimpleNamespace(views=xp.table(views), dx=xp.table([0, 1, 0, -1]),
+                               vertical=xp.table([True, False, True, False]),
+                               slots=xp.column([0, 1, 2]))
 
-    def _gen_grid(self, width: int, height: int) -> None:
-        rng = self.np_random
-        length = int(rng.integers(self.min_length, self.max_length + 1))
-        colour = COLOURS[int(rng.integers(2))]
-        north_colour = COLOURS[int(rng.integers(2))]
-        south_colour = COLOURS[1 - COLOURS.index(north_colour)]
+    def start(self, s: Any) -> None:
+        xp = s.xp
+        h = xp.draw(xp.base(s.key, s.t), s.T.slots)
+        s.length = self.min_length + xp.below(h[0], self.max_length - self.min_length + 1)
+        colour, north = xp.below(h[1], 2), xp.below(h[2], 2)
+        s.x = 1  # the agent's column
+        s.max_steps = 2 * s.length + 20
+        s.good = 2 * (north != colour)  # the action into the matching door: 0 north, 2 south
+        s.view_base = 4 * (2 * colour + north)  # the rows of this episode's views
 
-        self.length, self.colour = length, colour
-        self.max_steps = self.time_limit(length)
-        self.grid = Grid(length + 2, 5)
+    def transition(self, s: Any) -> None:
+        xp, a = s.xp, s.action
+        # North and south lead into the doors from the last cell, else into walls.
+        door = (s.x == s.length) & s.T.vertical[a]
+        s.terminated = door
+        s.success = door & (a == s.good)
+        s.reward = xp.float(s.success)
+        # East stops at the end wall, west at the ball in the west wall.
+        s.x = xp.minimum(xp.maximum(s.x + s.T.dx[a], 1), s.length)
+
+    def observe(self, s: Any) -> Any:
+        # (x == 1 is at least 2 cells from the doors: the length is at least 3)
+        place = s.xp.minimum(s.length - s.x, 2) + (s.x == 1) + s.view_base
+        return s.xp.view(s.T.views, place)
+
+    def time_limit(self, s: Any) -> Any:
+        return s.max_steps
+
+    def draw(self, s: Any) -> tuple[Grid, tuple[int, int]]:
+        length, colour, north = s.length, s.view_base // 8, s.view_base // 4 % 2
+        grid = Grid(length + 2, 5)
         for y in (0, 1, 3, 4):
-            self.grid.horz_wall(0, y)
-        self.grid.set(length + 1, 2, Wall())
-        self.grid.set(0, 2, Ball(colour))
-        self.grid.set(length, 1, Door(north_colour))
-        self.grid.set(length, 3, Door(south_colour))
-        self._doors = {(length, 1): north_colour, (length, 3): south_colour}
-        self.agent_pos = (1, 2)
-        self.agent_dir = 0
+            grid.horz_wall(0, y)
+        grid.set(length + 1, 2, Wall())
+        grid.set(0, 2, Ball(COLOURS[colour]))
+        grid.set(length, 1, Door(COLOURS[north]))
+        grid.set(length, 3, Door(COLOURS[1 - north]))
+        return grid, (s.x, 2)
 
-    def _reset_info(self) -> dict[str, Any]:
-        return {"length": self.length, "max_steps": self.max_steps}
 
-    def _transition(self, action: int) -> tuple[float, bool, dict[str, Any]]:
-        blocker = self.move(action)
-        if blocker is not None and blocker.type == "door":
-            success = blocker.color == self.colour
-            return (1.0 if success else 0.0), True, {"success": success, "length": self.length}
-        return 0.0, False, {}
+class CorridorVectorEnv(TaskVectorEnv):
+    """``num_envs`` :class:`CorridorEnv` envs stepped as arrays (arguments: ``num_envs``, then
+    the task's; see :class:`~envs.vector.TaskVectorEnv`)."""
+
+    task_class = CorridorEnv

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, TILE_PIXELS
 from minigrid.core.grid import Grid
-from minigrid.core.world_object import WorldObj
+from minigrid.core.world_object import Wall, WorldObj
 from minigrid.utils.rendering import fill_coords, point_in_circle, point_in_triangle
 
-from envs.base import MOVES, WordGridEnv, check_int
-from envs.batched.keyed_random import KEY_RANGE, below, bernoulli
+from envs.task import MOVES, TaskEnv, check_int, check_number
+from envs.vector import TaskVectorEnv
 
-__all__ = ["CHARACTER_NAMES", "Character", "InstructionEnv"]
+__all__ = ["CHARACTER_NAMES", "Character", "InstructionEnv", "InstructionVectorEnv"]
 
 CHARACTER_NAMES = ("butler", "guard", "cook", "maid", "knight", "merchant", "priest", "farmer")
 _CHARACTER_RGB = (
@@ -27,10 +27,18 @@ DISTRACTOR_WORDS = (
     "hello", "bread", "sword", "rain", "gold", "ale", "horse", "king",
     "market", "dragon", "river", "song", *CHARACTER_NAMES,
 )  # fmt: skip
+_KEEP_FREE = ((2, 2), (2, 3))  # a room's centre and the floor cell inside its doorway
+_EMPTY, _WALL, _CHARACTER = 0, 1, 2  # object ids of a cell; character k is 2 + k
+_NONE = 1 << 62  # the step of an empty queue entry
+#: Keyed-draw slots of a step: character ``k`` uses ``[8 k, 8 k + 7)`` (0-2 where it returns or
+#: is first placed, 3 whether it moves, 4-6 where it moves to); the messenger and passer-by use
+#: ``SLOT_INSTRUCTION + 0..4`` (instruction?, target, subject, distractor?, which word).
+SLOTS_PER_CHARACTER = 8
+SLOT_INSTRUCTION = SLOTS_PER_CHARACTER * len(CHARACTER_NAMES)
 
 
 class Character(WorldObj):
-    """A person standing in a room, shown by its name word (e.g. ``butler``)."""
+    """A person standing in a room, drawn as a figure of its own colour; its word is its name."""
 
     def __init__(self, kind: int) -> None:
         super().__init__("ball", "grey")
@@ -47,7 +55,7 @@ class Character(WorldObj):
         fill_coords(img, point_in_circle(0.5, 0.28, 0.17), colour)
 
 
-class InstructionEnv(WordGridEnv):
+class InstructionEnv(TaskEnv):
     """
     ## Description
 
@@ -67,11 +75,6 @@ class InstructionEnv(WordGridEnv):
     them: up to step ``episode_length - execute_delay - answer_window``, and only to characters
     who are present; so every instruction given is reachable, and the success ratio is
     ``instructions_done / instructions_given``. Several instructions can be pending at once.
-
-    Randomness: each reset draws one 32-bit key from ``np_random``; every random choice of the
-    episode (where characters stand and move, instructions, distractors) is a hash of the key,
-    the step and the choice's slot (``envs.batched.keyed_random``), so the batched version
-    (``envs.batched.InstructionVectorEnv``) replays the same episodes for all envs at once.
 
     Choices of ours: the agent starts at the west end of the corridor; characters never stand in
     the corridor, a doorway, the floor cell inside a doorway or a room's centre, so every room can
@@ -107,7 +110,8 @@ class InstructionEnv(WordGridEnv):
     Episodes have a fixed length: truncated after ``episode_length`` steps, never terminated.
     ``info["success"]`` at the end is True when at least one instruction was given and all were
     executed. Every step reports ``info["instructions_given"]``, ``info["instructions_done"]``,
-    ``info["instructions_failed"]`` and ``info["instructions_pending"]``.
+    ``info["instructions_failed"]`` and ``info["instructions_pending"]``; the first three are
+    the task's measures at an episode's end.
 
     ## Registered configurations
 
@@ -129,221 +133,230 @@ class InstructionEnv(WordGridEnv):
         tile_size: pixels per cell of a rendered frame.
     """
 
-    def __init__(
-        self,
-        n_rooms: int = 4,
-        n_characters: int = 8,
-        episode_length: int = 500,
-        execute_delay: int = 200,
-        answer_window: int = 100,
-        instruction_prob: float = 0.03,
-        distractor_prob: float = 0.8,
-        move_prob: float = 0.005,
-        tell_penalty: float = 0.1,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    step_info = ("instructions_given", "instructions_done", "instructions_failed",
+                 "instructions_pending")
+    metrics = ("instructions_given", "instructions_done", "instructions_failed")
+
+    def __init__(self, n_rooms: int = 4, n_characters: int = 8, episode_length: int = 500,
+                 execute_delay: int = 200, answer_window: int = 100,
+                 instruction_prob: float = 0.03, distractor_prob: float = 0.8,
+                 move_prob: float = 0.005, tell_penalty: float = 0.1,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         self.n_rooms = check_int("n_rooms", n_rooms, 1, 32)
         self.n_characters = check_int("n_characters", n_characters, 2, len(CHARACTER_NAMES))
         self.execute_delay = check_int("execute_delay", execute_delay, 1)
         self.answer_window = check_int("answer_window", answer_window, 1)
-        self.episode_length = check_int(
-            "episode_length", episode_length, self.execute_delay + self.answer_window + 1
-        )
-        for name, value in (
-            ("instruction_prob", instruction_prob),
-            ("distractor_prob", distractor_prob),
-            ("move_prob", move_prob),
-            ("tell_penalty", tell_penalty),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        self.instruction_prob = float(instruction_prob)
-        self.distractor_prob = float(distractor_prob)
-        self.move_prob = float(move_prob)
-        self.tell_penalty = float(tell_penalty)
+        self.episode_length = check_int("episode_length", episode_length,
+                                        self.execute_delay + self.answer_window + 1)
+        self.instruction_prob = check_number("instruction_prob", instruction_prob)
+        self.distractor_prob = check_number("distractor_prob", distractor_prob)
+        self.move_prob = check_number("move_prob", move_prob)
+        self.tell_penalty = check_number("tell_penalty", tell_penalty)
         if self.n_characters > 7 * self.n_rooms:
-            raise ValueError(
-                f"n_characters must be in [2, {7 * self.n_rooms}] for {self.n_rooms} rooms "
-                f"(7 standing places per room), got {self.n_characters}"
-            )
-        names = CHARACTER_NAMES[: self.n_characters]
-        super().__init__(
-            vocab=[
-                *names,
-                *(f"target:{n}" for n in names),
-                *(f"subject:{n}" for n in names),
-                *(f"say:{w}" for w in DISTRACTOR_WORDS),
-            ],
-            width=4 * self.n_rooms + 1,
-            height=7,
-            max_steps=self.episode_length,
-            n_task_actions=self.n_characters,
-            render_mode=render_mode,
-            tile_size=tile_size,
-        )
+            raise ValueError(f"n_characters must be in [2, {7 * self.n_rooms}] for "
+                             f"{self.n_rooms} rooms (7 standing places each), got {n_characters}")
         self.reward_range = (-self.tell_penalty, 1.0)
-        self._target_words = [self.word_index[f"target:{n}"] for n in names]
-        self._subject_words = [self.word_index[f"subject:{n}"] for n in names]
-        self._say_words = [self.word_index[f"say:{w}"] for w in DISTRACTOR_WORDS]
         self.last_instruction_step = self.episode_length - self.execute_delay - self.answer_window
-        # Standing places: room floor minus the centre and the cell inside the doorway.
-        self._places = [
-            [(4 * r + dx, dy) for dy in (1, 2, 3) for dx in (1, 2, 3) if (dx, dy) not in _KEEP_FREE]
-            for r in range(self.n_rooms)
-        ]
-        self.characters: list[Character] = []
-        self.away_until: list[int] = []  # step at which an away character returns, 0 if present
-        self.pending: list[tuple[int, int]] = []  # (target, subject), oldest first
-        self.instructions_given = 0
-        self.instructions_done = 0
-        self.instructions_failed = 0
-        self._heard: tuple[int, ...] = ()
-        self._key = 0  # the episode's key of keyed random draws, drawn at reset
+        # the most instructions one character can get in an episode: they are a delay apart
+        self.queue = (max(self.last_instruction_step, 1) - 1) // self.execute_delay + 1
+        self.width = 4 * self.n_rooms + 1  # of the map, 7 cells high
+        names = CHARACTER_NAMES[: self.n_characters]
+        super().__init__(vocab=[*names, *(f"target:{n}" for n in names),
+                                *(f"subject:{n}" for n in names),
+                                *(f"say:{w}" for w in DISTRACTOR_WORDS)],
+                         max_steps=self.episode_length, n_task_actions=self.n_characters,
+                         render_mode=render_mode, tile_size=tile_size)
 
-    # world
+    # the map
 
-    def _gen_grid(self, width: int, height: int) -> None:
-        self.grid = Grid(width, height)
-        self.grid.wall_rect(0, 0, width, height)
-        self.grid.horz_wall(0, 4)
-        for r in range(self.n_rooms):
-            self.grid.vert_wall(4 * r, 0, 5)
-            self.grid.set(4 * r + 2, 4, None)  # doorway
-        self.agent_pos = (1, 5)
-        self.agent_dir = 0
-        self.characters = [Character(k) for k in range(self.n_characters)]
-        self.away_until = [0] * self.n_characters
-        self.pending = []
-        self.instructions_given = 0
-        self.instructions_done = 0
-        self.instructions_failed = 0
-        self._heard = ()
-        # The episode's one draw from np_random: every later random choice is a keyed hash of
-        # (key, step, slot) (envs/batched/keyed_random.py), so that the batched version of this
-        # task makes the same choices for all envs at once, without a generator per step.
-        self._key = int(self.np_random.integers(KEY_RANGE))
-        for k, c in enumerate(self.characters):
-            pos = self._free_place(exclude_room=None, slot=SLOTS_PER_CHARACTER * k)
-            self.grid.set(*pos, c)
-            c.cur_pos = pos
+    def _wall(self, x: int, y: int) -> bool:
+        if x in (0, self.width - 1) or y in (0, 6):
+            return True
+        return (y == 4 and x % 4 != 2) or (y < 4 and x % 4 == 0)  # rooms, doorways at x % 4 == 2
 
-    def _free_place(self, exclude_room: int | None, slot: int) -> tuple[int, int] | None:
-        # Draws: slot (the room), slot + 1 (a free place in it), slot + 2 (a free place anywhere,
-        # when that room is full).
-        t = self.step_count
-        if exclude_room is None or self.n_rooms == 1:
-            room = below(self._key, t, slot, self.n_rooms)
-        else:
-            room = below(self._key, t, slot, self.n_rooms - 1)
-            room += room >= exclude_room
-        free = [p for p in self._places[room] if self.grid.get(*p) is None and p != self.agent_pos]
-        pick = slot + 1
-        if not free:  # a full room: try every room
-            pick = slot + 2
-            free = [
-                p
-                for places in self._places
-                for p in places
-                if self.grid.get(*p) is None and p != self.agent_pos
-            ]
-        return free[below(self._key, t, pick, len(free))] if free else None
+    def tables(self, xp: Any) -> SimpleNamespace:
+        c, w, index = self.n_characters, self.width, self.word_index
+        places = [(4 * r + dx, dy) for r in range(self.n_rooms) for dy in (1, 2, 3)
+                  for dx in (1, 2, 3) if (dx, dy) not in _KEEP_FREE]
+        place_cells = [y * w + x for x, y in places]
+        # object ids (empty, wall, characters), then the agent's cell with each heard code:
+        # 0 nothing, 1 + i passer-by word i, 1 + len(words) + target * c + subject an instruction
+        heard = [[], *([f"say:{v}"] for v in DISTRACTOR_WORDS),
+                 *([f"target:{CHARACTER_NAMES[a]}", f"subject:{CHARACTER_NAMES[b]}"]
+                   for a in range(c) for b in range(c))]
+        words = [[], ["wall"], *([n] for n in CHARACTER_NAMES[:c]), *(["agent", *h] for h in heard)]
+        obs = np.zeros((len(words), len(self.vocab)), np.uint8)
+        for k, names in enumerate(words):
+            obs[k, [index[n] for n in names]] = 1
+        bits = [0, 0, *(1 << k for k in range(c))] + [0] * len(heard)
+        return SimpleNamespace(
+            walls=xp.column([int(self._wall(i % w, i // w)) for i in range(7 * w)]),
+            place_cells=xp.column(place_cells), place_cell=xp.table(place_cells),
+            place_room=xp.column([(x - 1) // 4 for x, _ in places]),
+            room_of=xp.table([(x - 1) // 4 for x, _ in places]),
+            window=xp.column([dy * w + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]),
+            step=xp.table([dy * w + dx for dx, dy in MOVES] + [0] * c),
+            obs=xp.table(obs), bits=xp.array(bits), kinds=xp.column(range(c)),
+            kind_bit=xp.table([1 << k for k in range(c)]),
+            kind_bits=xp.column([1 << k for k in range(c)]),
+            slots=xp.column([SLOTS_PER_CHARACTER * k + 3 for k in range(c)]
+                            + [SLOT_INSTRUCTION, SLOT_INSTRUCTION + 3, SLOT_INSTRUCTION + 4]),
+            three=xp.column([0, 1, 2]), messenger=xp.column([1, 2]),
+            queue_slots=xp.column(range(self.queue)),
+            no_place=xp.column([-1] * c), zeros=xp.column([0] * c),
+            empty_queue=xp.column([_NONE] * (c * self.queue)),
+        )
 
-    def _update_world(self) -> None:
-        key, t = self._key, self.step_count
-        for k, c in enumerate(self.characters):
-            slot = SLOTS_PER_CHARACTER * k
-            if self.away_until[k]:
-                if self.away_until[k] <= t:
-                    pos = self._free_place(exclude_room=None, slot=slot)
-                    if pos is not None:
-                        self.away_until[k] = 0
-                        self.put(*pos, c)
-            elif self.move_prob and bernoulli(key, t, slot + 3, self.move_prob):
-                pos = self._free_place(exclude_room=(c.cur_pos[0] - 1) // 4, slot=slot + 4)
-                if pos is not None:
-                    self.put(*c.cur_pos, None)
-                    self.put(*pos, c)
-        self._heard = ()
-        present = [k for k in range(self.n_characters) if not self.away_until[k]]
-        if (
-            t <= self.last_instruction_step
-            and present
-            and bernoulli(key, t, SLOT_INSTRUCTION, self.instruction_prob)
-        ):
-            target = present[below(key, t, SLOT_INSTRUCTION + 1, len(present))]
-            subject = below(key, t, SLOT_INSTRUCTION + 2, self.n_characters - 1)
-            subject += subject >= target  # any kind but the target
-            self.pending.append((target, subject))
-            self.instructions_given += 1
-            self.away_until[target] = t + self.execute_delay
-            self.put(*self.characters[target].cur_pos, None)
-            self._heard = (self._target_words[target], self._subject_words[subject])
-        elif bernoulli(key, t, SLOT_INSTRUCTION + 3, self.distractor_prob):
-            self._heard = (self._say_words[below(key, t, SLOT_INSTRUCTION + 4, len(_SAY))],)
+    # the rules
 
-    def neighbours(self) -> list[int]:
-        """Kinds of the characters in the 8 cells around the agent."""
-        x, y = self.agent_pos
-        kinds = []
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                obj = self.grid.get(x + dx, y + dy)
-                if isinstance(obj, Character):
-                    kinds.append(obj.kind)
-        return kinds
+    def start(self, s: Any) -> None:
+        xp, T = s.xp, s.T
+        s.pos = 5 * self.width + 1  # the corridor's west end
+        s.cells, s.place, s.away = s.full(T.walls), s.full(T.no_place), s.full(T.zeros)
+        s.given, s.subjects = s.full(T.empty_queue), s.full(T.empty_queue)  # by target, in order
+        s.instructions_given = s.instructions_done = s.instructions_failed = 0
+        # (pending: a bit per kind waited for; n_present: each character placed below comes in)
+        s.instructions_pending = s.heard = s.pending = s.n_present = 0
+        base = xp.base(s.key, s.t)
+        for k in range(self.n_characters):  # placed one by one, at step 0
+            h = xp.draw(base, T.three + SLOTS_PER_CHARACTER * k)
+            self._place(s, k, xp.below(h[0], self.n_rooms), h, s.full(-1))
+        self._look(s)
 
-    def centre_words(self) -> Iterable[int]:
-        return self._heard
+    def _place(self, s: Any, k: Any, room: Any, h: Any, old: Any) -> None:
+        """Character ``k`` (per env; now at place ``old``, -1 if away) to a free place of
+        ``room`` (or of any room if that one is full; draws ``h[1]``, ``h[2]``), if any."""
+        xp, T = s.xp, s.T
+        free = (xp.at(s.cells, T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
+        here = free & (T.place_room == room)
+        count, pick = here.sum(0), h[1]
+        anywhere = count == 0
+        if xp.masked or xp.any(anywhere):  # (a full room: a place anywhere)
+            here, pick = xp.where(anywhere, free, here), xp.where(anywhere, h[2], h[1])
+            count = here.sum(0)
+        chosen = xp.first_true(here.cumsum(0) > xp.below(pick, xp.maximum(count, 1)))
+        # (where nothing is to be written, the writes go to the agent's cell, always empty)
+        ok = count > 0
+        leave = ok & (old >= 0)
+        s.n_present = s.n_present + (ok & (old < 0))  # (a character back)
+        s.put("cells", xp.where(leave, T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
+        s.put("cells", xp.where(ok, T.place_cell[chosen], s.pos), xp.where(ok, _CHARACTER + k, 0))
+        s.put("place", k, xp.where(ok, chosen, old))
+        s.put("away", k, 0, where=ok)
 
-    def _info(self) -> dict[str, Any]:
-        return {
-            "instructions_given": self.instructions_given,
-            "instructions_done": self.instructions_done,
-            "instructions_failed": self.instructions_failed,
-            "instructions_pending": len(self.pending),
-        }
+    def transition(self, s: Any) -> None:
+        xp, T = s.xp, s.T
+        target = s.pos + T.step[s.action]  # a move into a wall or a character stays
+        s.pos = xp.where(xp.at(s.cells, target) != _EMPTY, s.pos, target)
+        # a tell: -tell_penalty, unless it executes an instruction; only one told to a
+        # character waiting for a message (in view) can execute or fail one
+        tell = s.action >= len(MOVES)
+        s.reward = xp.where(tell, -self.tell_penalty, 0.0)
+        seen = T.bits[s.view].sum(0)  # a bit per character in view (before this step's move)
+        hit = s.select(tell & ((seen & s.pending) > 0))
+        if hit is not None:
+            self._tell(hit)
+            s.update(hit)
+        self._update_world(s)
+        s.instructions_pending = s.instructions_given - s.instructions_done \
+            - s.instructions_failed
+        s.success = (s.instructions_given > 0) & (s.instructions_done == s.instructions_given)
+        s.terminated = s.full(False)
+        self._look(s)
 
-    def _reset_info(self) -> dict[str, Any]:
-        return self._info()
+    def _look(self, s: Any) -> None:
+        """``s.view``: the object ids of the 9 cells around the agent, the centre's the words
+        heard (``observe`` reads it, the next step's tells too)."""
+        s.view = s.xp.at(s.cells, s.pos + s.T.window)
+        s.view[4] = 2 + self.n_characters + s.heard  # (the agent's cell is always empty)
 
-    def _transition(self, action: int) -> tuple[float, bool, dict[str, Any]]:
-        reward = 0.0
-        if action < len(MOVES):
-            self.move(action)
-        else:
-            subject = action - len(MOVES)
-            near = self.neighbours()
-            match = next(
-                (i for i, (c, s) in enumerate(self.pending) if s == subject and c in near), None
-            )
-            if match is None:
-                reward = -self.tell_penalty
-                # A neighbour waiting for a message got the wrong one: its oldest pending
-                # instruction fails, so guessing subjects scores chance, 1 / (n_characters - 1).
-                for c in near:
-                    failed = next((i for i, (t, _) in enumerate(self.pending) if t == c), None)
-                    if failed is not None:
-                        del self.pending[failed]
-                        self.instructions_failed += 1
-            else:
-                del self.pending[match]
-                self.instructions_done += 1
-                reward = 1.0
-        self._update_world()
-        info = self._info()
-        if self.step_count >= self.max_steps:
-            done, given = self.instructions_done, self.instructions_given
-            info["success"] = given > 0 and done == given
-        return reward, False, info
+    def _tell(self, s: Any) -> None:
+        """A tell of subject ``action - 4`` to the neighbours: the oldest matching instruction
+        is executed, else each neighbour's oldest pending instruction fails."""
+        xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
+        near = ((T.bits[s.view].sum(0) >> T.kinds) & 1) > 0  # per kind
+        given, shape = s.given, (c, q, *s.given.shape[1:])  # (the queue by target)
+        match = near.reshape(c, 1, *near.shape[1:]) \
+            & (s.subjects == s.action - len(MOVES)).reshape(shape) & (given < _NONE).reshape(shape)
+        keyed = xp.where(match.reshape(given.shape), given, _NONE)
+        oldest = keyed.argmin(0)
+        executed = xp.at(keyed, oldest) < _NONE
+        s.put("given", oldest, _NONE, where=executed)
+        # a neighbour waiting for a message got the wrong one: its oldest instruction fails
+        first = T.kinds * q + given.reshape(shape).argmin(1)
+        fails = near & xp.not_(executed) & (xp.at(given, first) < _NONE)
+        s.put("given", first, _NONE, where=fails)
+        s.instructions_done = s.instructions_done + executed
+        s.instructions_failed = s.instructions_failed + fails.sum(0)
+        s.reward = xp.where(executed, 1.0, s.reward)
+        waiting = (given < _NONE).reshape(shape).any(1)
+        s.pending = (waiting * T.kind_bits).sum(0)
+
+    def _update_world(self, s: Any) -> None:
+        xp, T, c = s.xp, s.T, self.n_characters
+        s.base = xp.base(s.key, s.t)
+        h = xp.draw(s.base, T.slots)  # each character's move?, messenger?, passer-by?, word
+        away = s.away
+        s.moving = (away == 0) & (h[:c] < round(self.move_prob * 2**32))
+        s.events = ((away > 0) & (away <= s.t)) | s.moving  # back, or moving
+        # in the characters' order (a move changes the next one's places): each round, the
+        # first character left of each env with one
+        for _ in range(c):
+            one = s.select(s.events.any(0))
+            if one is None:
+                break
+            k = xp.first_true(one.events)
+            moving, old = xp.at(one.moving, k), xp.at(one.place, k)
+            h3 = xp.draw(one.base, T.three + (SLOTS_PER_CHARACTER * k + 4 * moving))
+            room = xp.below(h3[0], self.n_rooms)
+            if self.n_rooms > 1:  # a move goes to another room
+                other = xp.below(h3[0], self.n_rooms - 1)
+                other = other + (other >= T.room_of[xp.maximum(old, 0)])
+                room = xp.where(moving, other, room)
+            self._place(one, k, room, h3, old)
+            one.put("events", k, False)
+            s.update(one)
+        instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
+            & (h[c] < round(self.instruction_prob * 2**32))
+        say = xp.not_(instruct) & (h[c + 1] < round(self.distractor_prob * 2**32))
+        s.heard = xp.where(say, 1 + xp.below(h[c + 2], len(DISTRACTOR_WORDS)), 0)
+        told = s.select(instruct)
+        if told is not None:
+            self._instruct(told)
+            s.update(told)
+
+    def _instruct(self, s: Any) -> None:
+        """A messenger: a present character is sent away with an instruction about another."""
+        xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
+        h = xp.draw(s.base, T.messenger + SLOT_INSTRUCTION)
+        j, present = xp.below(h[0], s.n_present), s.away == 0
+        target = xp.first_true(present & (present.cumsum(0) == j + 1))
+        subject = xp.below(h[1], c - 1)
+        subject = subject + (subject >= target)  # any kind but the target
+        entry = target * q + xp.first_true(xp.at(s.given, target * q + T.queue_slots) == _NONE)
+        s.put("given", entry, s.t)
+        s.put("subjects", entry, subject)
+        s.instructions_given, s.n_present = s.instructions_given + 1, s.n_present - 1
+        s.pending = s.pending | T.kind_bit[target]
+        s.put("cells", T.place_cell[xp.maximum(xp.at(s.place, target), 0)], _EMPTY)
+        s.put("place", target, -1)
+        s.put("away", target, s.t + self.execute_delay)
+        s.heard = 1 + len(DISTRACTOR_WORDS) + target * c + subject
+
+    def observe(self, s: Any) -> Any:
+        return s.xp.view(s.T.obs, s.view)
+
+    def draw(self, s: Any) -> tuple[Grid, tuple[int, int]]:
+        grid = Grid(self.width, 7)
+        for i, obj in enumerate(np.asarray(s.cells).tolist()):
+            if obj:
+                grid.set(i % self.width, i // self.width,
+                         Character(obj - _CHARACTER) if obj >= _CHARACTER else Wall())
+        return grid, (s.pos % self.width, s.pos // self.width)
 
 
-_KEEP_FREE = {(2, 2), (2, 3)}  # a room's centre and the floor cell inside its doorway
-_SAY = DISTRACTOR_WORDS
-#: Keyed-draw slots of a step: character ``k`` uses ``[8 k, 8 k + 7)`` (0-2 where it returns or
-#: is first placed, 3 whether it moves, 4-6 where it moves to); the messenger and passer-by use
-#: ``SLOT_INSTRUCTION + 0..4`` (instruction?, target, subject, distractor?, which word).
-SLOTS_PER_CHARACTER = 8
-SLOT_INSTRUCTION = SLOTS_PER_CHARACTER * len(CHARACTER_NAMES)
+class InstructionVectorEnv(TaskVectorEnv):
+    """``num_envs`` :class:`InstructionEnv` envs stepped as arrays (arguments: ``num_envs``,
+    then the task's; see :class:`~envs.vector.TaskVectorEnv`)."""
+
+    task_class = InstructionEnv

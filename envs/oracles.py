@@ -1,4 +1,4 @@
-"""Scripted policies for the three tasks: oracles that remember, and memoryless baselines.
+"""Scripted policies for the tasks: oracles that remember, and memoryless baselines.
 
 Every policy acts on observations only (the ``(3, 3, V)`` word grids, decoded with the env's
 vocabulary) plus, for the oracles, what they chose to remember. The oracles show that each task
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import gymnasium as gym
 import numpy as np
 
-from envs.base import MOVES
+from envs.task import MOVES
 
 __all__ = [
     "CorridorMemoryless",
@@ -28,6 +28,8 @@ __all__ = [
     "PortalMemoryless",
     "PortalOracle",
     "ScriptedPolicy",
+    "TMazeMemoryless",
+    "TMazeOracle",
     "make_scripted_policy",
 ]
 
@@ -287,10 +289,36 @@ class InstructionMemoryless(InstructionOracle):
         return self.random_move(obs)
 
 
+# t-maze
+
+
+class TMazeOracle(ScriptedPolicy):
+    """Hears the cue on the first step, walks east to the junction, turns the way it said."""
+
+    def reset(self) -> None:
+        self.turn = NORTH
+
+    def act(self, obs: np.ndarray) -> int:
+        centre = self.words(obs, 1, 1)
+        if "cue:south" in centre or "cue:north" in centre:
+            self.turn = SOUTH if "cue:south" in centre else NORTH
+        at_junction = self.free(obs, NORTH) and self.free(obs, SOUTH)
+        return self.turn if at_junction else EAST
+
+
+class TMazeMemoryless(TMazeOracle):
+    """Walks east and turns north at the junction: without memory, right half of the time."""
+
+    def act(self, obs: np.ndarray) -> int:
+        self.reset()  # nothing is carried from one step to the next
+        return super().act(obs)
+
+
 _POLICIES = {
     "CorridorEnv": (CorridorOracle, CorridorMemoryless),
     "PortalEnv": (PortalOracle, PortalMemoryless),
     "InstructionEnv": (InstructionOracle, InstructionMemoryless),
+    "TMazeEnv": (TMazeOracle, TMazeMemoryless),
 }
 
 

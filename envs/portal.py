@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -11,32 +13,56 @@ from minigrid.core.constants import TILE_PIXELS
 from minigrid.core.grid import Grid
 from minigrid.core.world_object import Door
 
-from envs.base import WordGridEnv, check_int
+from envs.task import MOVES, TaskEnv, check_int
+from envs.vector import TaskVectorEnv
 
-__all__ = ["PortalEnv", "draw_doors"]
+__all__ = ["PortalEnv", "PortalVectorEnv"]
 
 DOOR_COLOURS = ("red", "green", "blue", "purple", "yellow")
 #: Offsets, from a room's top-left wall corner, of the door slot in the middle of each wall.
 DOOR_SLOTS = ((2, 0), (4, 2), (2, 4), (0, 2))  # north, east, south, west
 ROOM = 5  # rooms are 5x5, walls included (a 3x3 floor)
 MAX_ROOMS = 1000
+# A room's doors packed in one integer: the door colour at wall slot s (base-6 digit s: 0 none,
+# 1 + colour) in bits 0-10, its kind (2 bits at 11 + 2 s: 1 correct, 2 wrong) in bits 11-18,
+# bit 19 set once a mistake was made in the room. A room's draw picks one of the 480 rooms
+# (ordered pair of slots x ordered pair of colours x which door is correct).
+_COLOURS_MASK, _KIND, _MISTAKE, _NO_DOOR = (1 << 11) - 1, 11, 1 << 19, 20
+_N_CODES = 6 ** len(DOOR_SLOTS)
+_CENTRE = (ROOM // 2) * ROOM + ROOM // 2  # the cell (y * ROOM + x) where the agent arrives
 
 
-def draw_doors(rng: np.random.Generator, n_rooms: int) -> tuple[np.ndarray, ...]:
-    """The doors of an episode from one draw of ``rng``: ``(slots, colours, correct)``.
+@functools.cache
+def _room_views() -> tuple[np.ndarray, np.ndarray]:
+    """The distinct views in a room but its word, as object ids ``(K, 3, 3)`` (0 empty, 1 wall,
+    2 + colour a door), and the view of each (cell, packed door colours), ``cell * 6**4 +
+    colours``: the walls and the doors next to the cell are all a view depends on."""
+    codes = np.arange(_N_CODES)
+    ids = np.zeros((ROOM * ROOM, _N_CODES, 3, 3), np.int64)
+    for y, x, r, c in itertools.product(range(1, ROOM - 1), range(1, ROOM - 1), range(3), range(3)):
+        cx, cy = x + c - 1, y + r - 1
+        edge = int(cx in (0, ROOM - 1) or cy in (0, ROOM - 1))
+        if (cx, cy) in DOOR_SLOTS:
+            digit = codes // 6 ** DOOR_SLOTS.index((cx, cy)) % 6
+            ids[y * ROOM + x, :, r, c] = np.where(digit > 0, 1 + digit, edge)
+        else:
+            ids[y * ROOM + x, :, r, c] = edge
+    unique, view_of = np.unique(ids.reshape(-1, 9), axis=0, return_inverse=True)
+    return unique.reshape(-1, 3, 3), view_of.reshape(-1)
 
-    ``slots[r]`` (2 distinct indices of ``DOOR_SLOTS``) and ``colours[r]`` (2 distinct indices of
-    ``DOOR_COLOURS``) are room ``r``'s two doors, ``correct[r]`` (0 or 1) its correct one, for the
-    ``n_rooms - 1`` rooms with doors. One array draw per episode (random permutations by argsort
-    of uniforms) keeps resets cheap, and lets the batched env replay them exactly.
-    """
-    u = rng.random((n_rooms - 1, len(DOOR_SLOTS) + len(DOOR_COLOURS) + 1))
-    slots = np.argsort(u[:, : len(DOOR_SLOTS)], axis=1, kind="stable")[:, :2]
-    colours = np.argsort(u[:, len(DOOR_SLOTS) : -1], axis=1, kind="stable")[:, :2]
-    return slots, colours, (u[:, -1] < 0.5).astype(np.int64)
+
+def _rooms() -> list[int]:
+    codes = []
+    for slots in itertools.permutations(range(len(DOOR_SLOTS)), 2):
+        for colours in itertools.permutations(range(len(DOOR_COLOURS)), 2):
+            for correct in (0, 1):
+                codes.append(sum((colours[i] + 1) * 6 ** slots[i]
+                                 + ((1 if i == correct else 2) << (_KIND + 2 * slots[i]))
+                                 for i in (0, 1)))
+    return codes
 
 
-class PortalEnv(WordGridEnv):
+class PortalEnv(TaskEnv):
     """
     ## Description
 
@@ -78,7 +104,8 @@ class PortalEnv(WordGridEnv):
     - Truncated after ``max_steps`` steps (``info["success"] = False``).
 
     ``info["rooms_reached"]`` (every step) is the highest room number reached so far, the
-    paper's metric (figure 5); ``info["room"]`` is the current room.
+    paper's metric (figure 5) and the task's measure at an episode's end; ``info["room"]`` is
+    the current room.
 
     ## Registered configurations
 
@@ -93,132 +120,111 @@ class PortalEnv(WordGridEnv):
         tile_size: pixels per cell of a rendered frame.
     """
 
-    def __init__(
-        self,
-        n_rooms: int = 50,
-        max_steps: int = 1000,
-        rooms_per_row: int = 10,
-        render_mode: str | None = None,
-        tile_size: int = TILE_PIXELS,
-    ) -> None:
+    step_info = ("room", "rooms_reached")
+    metrics = ("rooms_reached",)
+
+    def __init__(self, n_rooms: int = 50, max_steps: int = 1000, rooms_per_row: int = 10,
+                 render_mode: str | None = None, tile_size: int = TILE_PIXELS) -> None:
         self.n_rooms = check_int("n_rooms", n_rooms, 2, MAX_ROOMS)
-        check_int("max_steps", max_steps, 1)
         self.rooms_per_row = check_int("rooms_per_row", rooms_per_row, 1)
-        cols = min(self.n_rooms, self.rooms_per_row)
-        rows = math.ceil(self.n_rooms / cols)
-        self._n_slots = rows * cols
-        super().__init__(
-            vocab=["door", *DOOR_COLOURS, *(f"room:{k}" for k in range(1, self.n_rooms + 1))],
-            width=ROOM * cols,
-            height=ROOM * rows,
-            max_steps=max_steps,
-            render_mode=render_mode,
-            tile_size=tile_size,
-        )
         self.reward_range = (0.0, 0.1 * (self.n_rooms - 1))
-        self._room_words = [self.word_index[f"room:{k}"] for k in range(1, self.n_rooms + 1)]
-        self.room = 0  # current room, 0-based
-        self.rooms_reached = 1
-        self.mistakes: list[int] = []
-        # door cell -> (room index, is the correct door)
-        self._portals: dict[tuple[int, int], tuple[int, bool]] = {}
-        self._wall_cells: list | None = None  # cached walls of the map, shared by episodes
-        self._wall_words: np.ndarray | None = None
+        rooms = [f"room:{k}" for k in range(1, self.n_rooms + 1)]
+        super().__init__(vocab=["door", *DOOR_COLOURS, *rooms], max_steps=max_steps,
+                         render_mode=render_mode, tile_size=tile_size)
+
+    def tables(self, xp: Any) -> SimpleNamespace:
+        index = self.word_index
+        words = np.zeros((2 + len(DOOR_COLOURS), len(self.vocab)), np.uint8)  # empty, wall, doors
+        words[1, index["wall"]] = 1
+        for k, colour in enumerate(DOOR_COLOURS):
+            words[2 + k, [index["door"], index[colour]]] = 1
+        # per (cell in the room, action): the cell moved to (doors and walls stop), and the
+        # shift that reads the kind of the door walked into (_NO_DOOR: none)
+        moved, shift = [], []
+        for cell, (dx, dy) in itertools.product(range(ROOM * ROOM), MOVES):
+            x, y = cell % ROOM + dx, cell // ROOM + dy
+            inside = 1 <= x <= ROOM - 2 and 1 <= y <= ROOM - 2
+            moved.append(y * ROOM + x if inside else cell)
+            slot = DOOR_SLOTS.index((x, y)) if (x, y) in DOOR_SLOTS else None
+            shift.append(_NO_DOOR if slot is None else _KIND + 2 * slot)
+        ids, view_of = _room_views()
+        views = words[ids]
+        views[:, 1, 1, index["agent"]] = 1
+        room_words = [0, *(index[f"room:{k}"] for k in range(1, self.n_rooms + 1))]
+        return SimpleNamespace(
+            moved=xp.table(moved), shift=xp.table(shift), views=xp.table(views),
+            view_of=xp.table(view_of), room_word=xp.table(room_words),
+            reward=xp.table([0.1 * k for k in range(self.n_rooms + 1)]),
+            codes=xp.array(_rooms()), slots=xp.column(range(self.n_rooms)),
+            has_doors=xp.column([1] * (self.n_rooms - 1) + [0]),
+        )
+
+    def start(self, s: Any) -> None:
+        xp = s.xp
+        h = xp.draw(xp.base(s.key, s.t), s.T.slots)  # a draw per room
+        s.rooms = s.T.codes[xp.below(h, 480)] * s.T.has_doors  # (the last room has no doors)
+        s.cur = xp.at(s.rooms, 0)  # the current room's doors
+        s.room, s.rooms_reached, s.cell = 1, 1, _CENTRE
+
+    def transition(self, s: Any) -> None:
+        xp, T = s.xp, s.T
+        move = s.cell * 4 + s.action
+        s.door = (s.cur >> T.shift[move]) & 3  # the kind of the door walked into, 0 for none
+        s.cell = T.moved[move]
+        s.reward, s.terminated, s.success = s.full(0.0), s.full(False), s.full(False)
+        hit = s.select(s.door > 0)
+        if hit is not None:
+            right, wrong, room = hit.door == 1, hit.door == 2, hit.room
+            # a correct door: reward 0.1 * k from room k to k + 1
+            hit.reward = T.reward[room] * right
+            # a wrong door: a mistake in this room (the second ends the episode), to room 1
+            repeated = wrong & ((hit.cur & _MISTAKE) > 0)
+            hit.put("rooms", room - 1, hit.cur | (wrong * _MISTAKE))
+            room = xp.where(right, room + 1, 1)
+            hit.room, hit.cur, hit.cell = room, xp.at(hit.rooms, room - 1), _CENTRE
+            hit.rooms_reached = xp.maximum(hit.rooms_reached, room)
+            hit.success = right & (room == self.n_rooms)
+            hit.terminated = hit.success | repeated
+            s.update(hit)
+
+    def observe(self, s: Any) -> Any:
+        xp, T = s.xp, s.T
+        obs = xp.view(T.views, T.view_of[s.cell * _N_CODES + (s.cur & _COLOURS_MASK)])
+        xp.set_word(obs, T.room_word[s.room])
+        return obs
+
+    def doors(self, s: Any, room: int) -> list[tuple[tuple[int, int], str, bool]]:
+        """Room ``room``'s (1-based) doors in state ``s``: their cell in the room (x, y),
+        colour and whether each is the correct one."""
+        code = int(s.rooms[room - 1])
+        digits = [(code & _COLOURS_MASK) // 6**k % 6 for k in range(len(DOOR_SLOTS))]
+        return [(DOOR_SLOTS[k], DOOR_COLOURS[d - 1], (code >> (_KIND + 2 * k)) & 3 == 1)
+                for k, d in enumerate(digits) if d]
 
     def room_origin(self, room: int) -> tuple[int, int]:
-        """Top-left wall corner of room ``room`` (0-based) on the map."""
-        row, col = divmod(room, self.rooms_per_row)
+        """Top-left wall corner of room ``room`` (1-based) on the drawn map."""
+        row, col = divmod(room - 1, self.rooms_per_row)
         return ROOM * col, ROOM * row
 
-    def room_centre(self, room: int) -> tuple[int, int]:
-        """Centre floor cell of room ``room`` (0-based), where the agent arrives."""
-        x, y = self.room_origin(room)
-        return x + 2, y + 2
-
-    def _walls(self, width: int, height: int) -> Grid:
-        """The rooms' walls, the part of the map that every episode shares."""
-        grid = Grid(width, height)
-        for room in range(self.n_rooms):
+    def draw(self, s: Any) -> tuple[Grid, tuple[int, int]]:
+        cols = min(self.n_rooms, self.rooms_per_row)
+        rows = math.ceil(self.n_rooms / cols)
+        grid = Grid(ROOM * cols, ROOM * rows)
+        for room in range(1, rows * cols + 1):
             ox, oy = self.room_origin(room)
+            if room > self.n_rooms:  # the unused places of the last row are walled
+                for y in range(oy, oy + ROOM):
+                    grid.horz_wall(ox, y, ROOM)
+                continue
             grid.wall_rect(ox, oy, ROOM, ROOM)
-        # unused room slots of the last row stay walled
-        for room in range(self.n_rooms, self._n_slots):
-            ox, oy = self.room_origin(room)
-            for y in range(oy, oy + ROOM):
-                grid.horz_wall(ox, y, ROOM)
-        return grid
+            for (dx, dy), colour, _ in self.doors(s, room):
+                grid.set(ox + dx, oy + dy, Door(colour))
+        ox, oy = self.room_origin(s.room)
+        return grid, (ox + s.cell % ROOM, oy + s.cell // ROOM)
 
-    def _gen_grid(self, width: int, height: int) -> None:
-        rng = self.np_random
-        if self._wall_cells is None:
-            self._wall_cells = self._walls(width, height).grid
-        # Walls never change: the new map shares them with the cached one (a shallow copy).
-        self.grid = Grid(width, height)
-        self.grid.grid = list(self._wall_cells)
-        self._portals = {}
-        slots, colours, correct_doors = draw_doors(rng, self.n_rooms)
-        for room in range(self.n_rooms - 1):  # the last room has no doors
-            ox, oy = self.room_origin(room)
-            correct = int(correct_doors[room])
-            for i in range(2):
-                dx, dy = DOOR_SLOTS[int(slots[room, i])]
-                door = Door(DOOR_COLOURS[int(colours[room, i])])
-                door.cur_pos = (ox + dx, oy + dy)
-                self.grid.set(ox + dx, oy + dy, door)
-                self._portals[(ox + dx, oy + dy)] = (room, i == correct)
-        self.room = 0
-        self.rooms_reached = 1
-        self.mistakes = [0] * self.n_rooms
-        self.agent_pos = self.room_centre(0)
-        self.agent_dir = 0
 
-    def _build_words(self) -> None:
-        # The words of the walls are computed once; each reset only writes the door cells.
-        if self._wall_words is None:
-            super()._build_words()
-            self._wall_words = self._words.copy()
-            for x, y in self._portals:
-                self._wall_words[y, x] = self._word_vector(self._wall_cells[y * self.width + x])
-        self._words = self._wall_words.copy()
-        for x, y in self._portals:
-            self._words[y, x] = self._word_vector(self.grid.get(x, y))
+class PortalVectorEnv(TaskVectorEnv):
+    """``num_envs`` :class:`PortalEnv` envs stepped as arrays (arguments: ``num_envs``, then the
+    task's; see :class:`~envs.vector.TaskVectorEnv`)."""
 
-    def centre_words(self) -> Iterable[int]:
-        return (self._room_words[self.room],)
-
-    def correct_door(self, room: int) -> tuple[int, int]:
-        """Map position of the correct door of room ``room`` (0-based; not the last room)."""
-        for pos, (r, ok) in self._portals.items():
-            if r == room and ok:
-                return pos
-        raise ValueError(f"room must be in [0, {self.n_rooms - 2}], got {room}")
-
-    def _info(self) -> dict[str, Any]:
-        return {"room": self.room + 1, "rooms_reached": self.rooms_reached}
-
-    def _reset_info(self) -> dict[str, Any]:
-        return self._info()
-
-    def _transition(self, action: int) -> tuple[float, bool, dict[str, Any]]:
-        blocker = self.move(action)
-        if blocker is None or blocker.type != "door":
-            return 0.0, False, self._info()
-        room, correct = self._portals[blocker.cur_pos]
-        if correct:
-            reward = 0.1 * (room + 1)  # rooms are numbered from 1 in the paper
-            self.room = room + 1
-            self.rooms_reached = max(self.rooms_reached, self.room + 1)
-            self.agent_pos = self.room_centre(self.room)
-            done = self.room == self.n_rooms - 1
-            info = self._info()
-            if done:
-                info["success"] = True
-            return reward, done, info
-        self.mistakes[room] += 1
-        self.room = 0
-        self.agent_pos = self.room_centre(0)
-        info = self._info()
-        if self.mistakes[room] >= 2:
-            info["success"] = False
-            return 0.0, True, info
-        return 0.0, False, info
+    task_class = PortalEnv

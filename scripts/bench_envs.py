@@ -7,11 +7,17 @@ memory task shipped with minigrid), so the ratio column compares like with like.
     python scripts/bench_envs.py
     python scripts/bench_envs.py --steps 50000 --num-envs 16 --out docs/env_throughput.md
 
-``--batched`` measures the batched envs (``envs/batched``, numpy and torch on the CPU) instead,
-for 1, 64, 1024 and 8192 envs, against a ``SyncVectorEnv`` of the single env and of minigrid's
-memory env with as many envs, in the same run::
+``--batched`` measures the batched envs (each id's ``vector_entry_point``, numpy and torch on the
+CPU) instead, for 1, 64, 1024 and 8192 envs, against a ``SyncVectorEnv`` of the single env and of
+minigrid's memory env with as many envs, in the same run::
 
-    python scripts/bench_envs.py --batched --out docs/batched_throughput.md
+    python scripts/bench_envs.py --batched --out docs/results/envs_batched.md
+
+``--array-layer`` times the array functions the tasks' rules call on 1024 envs, in our layer
+(``envs/arrays.py``) and through ``array-api-compat`` (``pip install array-api-compat``), the
+choice ``envs/arrays.py`` explains::
+
+    python scripts/bench_envs.py --array-layer --out docs/results/envs_array_layer.md
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--envs",
         nargs="+",
         default=[*SHORT_NAMES.values(), BASELINE],
-        help="gymnasium ids to measure (default: the three tasks and minigrid's memory env)",
+        help="gymnasium ids to measure (default: the tasks and minigrid's memory env)",
     )
     parser.add_argument(
         "--steps", type=int, default=20_000, help="env steps per measurement (20000)"
@@ -54,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batched",
         action="store_true",
         help="measure the batched envs against SyncVectorEnv (the table below) instead",
+    )
+    parser.add_argument(
+        "--array-layer",
+        action="store_true",
+        help="time our array layer against array-api-compat's namespaces instead",
     )
     parser.add_argument(
         "--batched-num-envs",
@@ -176,10 +187,57 @@ def bench_batched_table(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def bench_array_layer(seconds: float) -> str:
+    """Microseconds per call of the array functions the rules use, numpy and torch, 1024 envs:
+    ours (``envs.arrays``) against ``array-api-compat``'s namespace."""
+    import timeit
+
+    import torch
+
+    try:
+        import array_api_compat
+    except ImportError:
+        raise SystemExit(
+            "--array-layer needs array-api-compat: pip install array-api-compat"
+        ) from None
+    from envs.arrays import Numpy, Torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows = [f"Microseconds per call on 1024 envs (best of 3 repeats of {seconds:g} s); ours: "
+            "`envs/arrays.py`, array-api-compat " + array_api_compat.__version__ + ".", "",
+            "| operation | numpy (ours) | numpy (array-api-compat) | torch-cpu (ours) | "
+            "torch-cpu (array-api-compat) |", "|---|---:|---:|---:|---:|"]
+    a, b = rng.integers(0, 50, 1024), rng.integers(0, 50, 1024)
+    data = {"numpy": (Numpy(), a, b, a > 25, np.arange(50)),
+            "torch": (Torch("cpu"), *(torch.as_tensor(x) for x in (a, b, a > 25, np.arange(50))))}
+    ops = {  # name: (ours, array-api-compat), each (xp, a, b, cond, table) -> result
+        "where": (lambda xp, a, b, c, t: xp.where(c, a, b),
+                  lambda ns, a, b, c, t: ns.where(c, a, b)),
+        "minimum": (lambda xp, a, b, c, t: xp.minimum(a, b),
+                    lambda ns, a, b, c, t: ns.minimum(a, b)),
+        "table lookup": (lambda xp, a, b, c, t: t[a], lambda ns, a, b, c, t: ns.take(t, a)),
+        "first true (axis 0)": (lambda xp, a, b, c, t: xp.first_true(c[None]),
+                                lambda ns, a, b, c, t: ns.argmax(ns.astype(c[None], ns.uint8),
+                                                                 axis=0)),
+    }
+    for name, (ours, theirs) in ops.items():
+        cells = []
+        for xp, x, y, c, tab in data.values():
+            ns = array_api_compat.array_namespace(x)
+            for fn, arg, table in ((ours, xp, xp.table(np.arange(50))), (theirs, ns, tab)):
+                timer = timeit.Timer(lambda fn=fn, arg=arg, args=(x, y, c, table): fn(arg, *args))
+                number = max(1, int(seconds / max(timer.timeit(10) / 10, 1e-9)))
+                cells.append(min(timer.repeat(3, number)) / number * 1e6)
+        rows.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    if args.batched:
-        table = bench_batched_table(args)
+    if args.batched or args.array_layer:
+        table = bench_batched_table(args) if args.batched else bench_array_layer(args.seconds)
         print()
         print(table)
         if args.out is not None:

@@ -1,7 +1,7 @@
 """Scores the scripted policies of each task: the oracle (remembers everything) and the memoryless
 one, over N episodes, as a Markdown table.
 
-    python scripts/eval_scripted.py --episodes 200 --out docs/results/scripted.md
+    python scripts/eval_scripted.py --episodes 100 --out docs/results/scripted.md
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ DEFAULT_ENVS = [
     "MemoRL/Portal-v0",
     "MemoRL/Instruction-Short-v0",
     "MemoRL/Instruction-v0",
+    "MemoRL/TMaze-L50-v0",
+    "MemoRL/TMaze-L1500-v0",
 ]
 
 

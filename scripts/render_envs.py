@@ -27,6 +27,7 @@ PICTURES: dict[str, tuple[str, dict]] = {
     "corridor": ("MemoRL/Corridor-v0", {"min_length": 12, "max_length": 12}),
     "portal": ("MemoRL/Portal-v0", {"n_rooms": 10, "rooms_per_row": 5}),
     "instruction": ("MemoRL/Instruction-v0", {}),
+    "tmaze": ("MemoRL/TMaze-v0", {"length": 12}),
 }
 
 
@@ -36,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--envs",
         nargs="+",
         default=list(PICTURES),
-        help="tasks to draw: short names (corridor, portal, instruction) or registered ids "
-        "(default: all three, with small maps)",
+        help="tasks to draw: short names (corridor, portal, instruction, tmaze) or registered "
+        "ids (default: all four, with small maps)",
     )
     parser.add_argument(
         "--out-dir", type=Path, default=Path("docs/images"), help="output folder (docs/images)"

@@ -17,7 +17,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs import ENV_TABLE, SHORT_NAMES, register_envs, registered_ids, resolve_env_id
-from envs.base import decode_obs
+from envs.task import decode_obs
 
 IDS = registered_ids()
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,9 +93,27 @@ def test_different_seeds_different_layouts(env_id: str) -> None:
     env = gym.make(env_id)
     layouts = set()
     for seed in range(8):
-        env.reset(seed=seed)
-        layouts.add(env.unwrapped.hash())
+        obs, _ = env.reset(seed=seed)
+        grid, _ = env.unwrapped.draw(env.unwrapped.state)
+        layouts.add((obs.tobytes(), grid.encode().tobytes()))
     assert len(layouts) >= 2
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_episode_end_reports_success_and_the_tasks_measures(env_id: str) -> None:
+    env = gym.make(env_id)
+    u = env.unwrapped
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    while True:
+        _, _, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            break
+        assert "success" not in info and set(info) == set(u.step_info)
+    assert isinstance(info["success"], bool) and info["is_success"] == info["success"]
+    assert set(info) == {*u.step_info, *u.metrics, "success", "is_success"}
+    for key in u.metrics:  # numbers a logger can average
+        assert isinstance(info[key], (int, np.integer)) and not isinstance(info[key], bool), key
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -106,7 +124,7 @@ def test_pickle_round_trip_continues_identically(env_id: str) -> None:
     for a in actions[:20]:
         env.step(a)
     clone = pickle.loads(pickle.dumps(env))
-    assert np.array_equal(clone.gen_obs(), env.gen_obs())
+    assert np.array_equal(clone.observe(clone.state), env.observe(env.state))
     for a in actions[20:]:
         x, y = env.step(a), clone.step(a)
         assert np.array_equal(x[0], y[0]) and x[1:] == y[1:]
@@ -129,10 +147,13 @@ def test_rgb_array_frame(env_id: str) -> None:
     env.step(1)
     frame = env.render()
     u = env.unwrapped
+    grid, (x, y) = u.draw(u.state)
     assert frame.dtype == np.uint8
-    assert frame.shape == (u.grid.height * 8, u.grid.width * 8, 3)
-    pov = u.get_pov_render(8)
-    assert pov.shape == (24, 24, 3)
+    assert frame.shape == (grid.height * 8, grid.width * 8, 3)
+    # the agent's 3x3 view is highlighted: brighter than the same cells drawn plainly
+    plain = grid.render(8, (x, y), 0, highlight_mask=None)
+    view = (slice((y - 1) * 8, (y + 2) * 8), slice((x - 1) * 8, (x + 2) * 8))
+    assert frame[view].astype(int).sum() > plain[view].astype(int).sum()
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -198,6 +219,23 @@ def test_make_with_module_prefix_in_fresh_interpreter() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(3, 3, 6)"
+
+
+def test_the_single_env_runs_without_the_batched_machinery() -> None:
+    # the rules' single env (envs.task) and the tasks' rules need neither the vector env nor torch
+    code = (
+        "import sys, gymnasium as gym\n"
+        "import envs.task\n"
+        "assert 'envs.vector' not in sys.modules, 'envs.task imports the vector env'\n"
+        "env = gym.make('MemoRL/TMaze-L10-v0')\n"
+        "env.reset(seed=0)\n"
+        "print(sorted(m for m in ('torch', 'envs.vector') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['envs.vector']"  # (the task module names its vector env)
 
 
 def test_sync_vector_env() -> None:

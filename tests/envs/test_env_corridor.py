@@ -16,6 +16,14 @@ def words_in_view(env: CorridorEnv, obs: np.ndarray) -> set[str]:
     return {w for row in env.decode(obs) for cell in row for w in cell}
 
 
+def agent_pos(env: CorridorEnv) -> tuple[int, int]:
+    return env.draw(env.state)[1]
+
+
+def ball_colour(env: CorridorEnv) -> str:
+    return env.draw(env.state)[0].get(0, 2).color
+
+
 def run_policy(env: gym.Env, policy, episodes: int, seed0: int = 0) -> list[dict]:
     infos = []
     for ep in range(episodes):
@@ -35,8 +43,8 @@ def test_lengths_within_bounds_and_both_ends_drawn() -> None:
     for seed in range(60):
         _, info = env.reset(seed=seed)
         assert 3 <= info["length"] <= 6
-        assert env.grid.width == info["length"] + 2
-        assert info["max_steps"] == 2 * info["length"] + 20 == env.max_steps
+        assert env.draw(env.state)[0].width == info["length"] + 2
+        assert info["max_steps"] == 2 * info["length"] + 20 == env.time_limit(env.state)
         seen.add(info["length"])
     assert seen == {3, 4, 5, 6}
 
@@ -47,11 +55,11 @@ def test_ball_visible_only_at_start_doors_only_at_end() -> None:
         obs, info = env.reset(seed=seed)
         length = info["length"]
         for x in range(1, length + 1):
-            assert env.agent_pos == (x, 2)
+            assert agent_pos(env) == (x, 2)
             seen = words_in_view(env, obs)
             assert ("ball" in seen) == (x == 1), (seed, x)
             assert ("door" in seen) == (x >= length - 1), (seed, x)
-            assert (env.colour in seen) == (x == 1 or x >= length - 1)
+            assert (ball_colour(env) in seen) == (x == 1 or x >= length - 1)
             if x < length:
                 obs, *_ = env.step(EAST)
 
@@ -64,13 +72,13 @@ def test_door_rewards_and_termination(match: bool) -> None:
         obs, reward, terminated, truncated, info = env.step(EAST)
         assert (reward, terminated, truncated) == (0.0, False, False)
     east = env.step(EAST)  # the corridor's east end is a wall: the agent stays
-    assert env.agent_pos == (4, 2) and east[1] == 0.0 and not east[2]
-    north_colour = env.grid.get(4, 1).color
-    go_north = (north_colour == env.colour) == match
+    assert agent_pos(env) == (4, 2) and east[1] == 0.0 and not east[2]
+    north_colour = env.draw(env.state)[0].get(4, 1).color
+    go_north = (north_colour == ball_colour(env)) == match
     _, reward, terminated, truncated, info = env.step(NORTH if go_north else SOUTH)
     assert terminated and not truncated
     assert reward == (1.0 if match else 0.0)
-    assert info["success"] is match
+    assert info["success"] is match and info["length"] == 4
 
 
 def test_walls_and_ball_block() -> None:
@@ -78,7 +86,7 @@ def test_walls_and_ball_block() -> None:
     env.reset(seed=0)
     for action in (WEST, NORTH, SOUTH):
         _, reward, terminated, _, _ = env.step(action)
-        assert env.agent_pos == (1, 2) and reward == 0.0 and not terminated
+        assert agent_pos(env) == (1, 2) and reward == 0.0 and not terminated
 
 
 def test_truncation_at_time_limit() -> None:
@@ -88,7 +96,7 @@ def test_truncation_at_time_limit() -> None:
         _, _, terminated, truncated, info = env.step(WEST)
         assert not terminated
         assert truncated == (t == 40)
-    assert info["success"] is False
+    assert info == {"success": False, "is_success": False, "length": 10}
 
 
 def test_oracle_always_succeeds() -> None:

@@ -9,12 +9,46 @@ import pytest
 from envs.instruction import CHARACTER_NAMES, Character, InstructionEnv
 from envs.oracles import InstructionMemoryless, InstructionOracle
 
-QUIET = {"instruction_prob": 0.0, "distractor_prob": 0.0, "move_prob": 0.0}
+# no random events; a queue of 8 instructions per target (a delay of 10 over 80 steps)
+QUIET = {"instruction_prob": 0.0, "distractor_prob": 0.0, "move_prob": 0.0,
+         "episode_length": 100, "execute_delay": 10, "answer_window": 10}
 TELL = 4  # first tell action
+_NONE = 1 << 62  # an empty queue entry
 
 
 def centre(env: InstructionEnv, obs: np.ndarray) -> set[str]:
     return set(env.decode(obs)[1][1])
+
+
+def on_map(env: InstructionEnv) -> set[int]:
+    """Kinds of the characters standing on the map."""
+    return {int(v) - 2 for v in env.state.cells if v >= 2}
+
+
+def neighbours(env: InstructionEnv) -> list[int]:
+    """Kinds of the characters in the 8 cells around the agent, read from the drawn map."""
+    grid, (x, y) = env.draw(env.state)
+    cells = [grid.get(x + dx, y + dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    return sorted(c.kind for c in cells if isinstance(c, Character))
+
+
+def pending(env: InstructionEnv) -> list[tuple[int, int]]:
+    """The pending instructions, ``(target, subject)`` oldest first."""
+    given, subjects = env.state.given, env.state.subjects
+    return [(int(i) // env.queue, int(subjects[i])) for i in np.argsort(given, kind="stable")
+            if given[i] < _NONE]
+
+
+def set_pending(env: InstructionEnv, pending: list[tuple[int, int]]) -> None:
+    """Replaces the queue by ``pending`` ``(target, subject)`` instructions, oldest first."""
+    s, q = env.state, env.queue
+    s.given[:], s.subjects[:] = _NONE, 0
+    used = [0] * env.n_characters
+    for t, (target, subject) in enumerate(pending):
+        s.given[target * q + used[target]], s.subjects[target * q + used[target]] = t, subject
+        used[target] += 1
+    s.pending = sum(1 << c for c in {c for c, _ in pending})
+    s.instructions_given = len(pending)
 
 
 def stand_next_to(env: InstructionEnv, kind: int) -> None:
@@ -23,14 +57,16 @@ def stand_next_to(env: InstructionEnv, kind: int) -> None:
     The other characters go to room 2 (a two-room env has 7 free places there).
     """
     assert env.n_rooms == 2
-    for c in env.characters:
-        env.put(*c.cur_pos, None)
-    others = [c for c in env.characters if c.kind != kind]
-    for c, place in zip(others, env._places[1], strict=True):
-        env.put(*place, c)
-    env.agent_pos = (2, 2)
-    env.put(2, 1, env.characters[kind])
-    assert env.neighbours() == [kind]
+    s, w, places = env.state, env.width, env._tables.place_cell
+    s.cells[s.cells >= 2] = 0
+    others = [c for c in range(env.n_characters) if c != kind]
+    for c, place in zip(others, range(7, 14), strict=False):
+        s.cells[places[place]], s.place[c] = 2 + c, place
+    s.pos = 2 * w + 2  # room 1's centre; the place north of it is place 1
+    s.cells[places[1]], s.place[kind] = 2 + kind, 1
+    assert places[1] == w + 2
+    env._look(s)
+    assert neighbours(env) == [kind]
 
 
 def test_instruction_heard_for_one_step_and_target_away_for_the_delay() -> None:
@@ -52,17 +88,16 @@ def test_instruction_heard_for_one_step_and_target_away_for_the_delay() -> None:
     assert len(targets) == len(subjects) == 1 and targets[0][7:] != subjects[0][8:]
     target = CHARACTER_NAMES.index(targets[0][7:])
     subject = CHARACTER_NAMES.index(subjects[0][8:])
-    assert env.pending == [(target, subject)] and info["instructions_given"] == 1
-    on_map = {o.kind for o in env.grid.grid if isinstance(o, Character)}
-    assert target not in on_map and len(on_map) == env.n_characters - 1
+    assert pending(env) == [(target, subject)]
+    assert info["instructions_given"] == 1
+    assert target not in on_map(env) and len(on_map(env)) == env.n_characters - 1
     obs, *_ = env.step(3)
     assert centre(env, obs) == {"agent"}  # heard for one step only
     for t in range(3, 31):
         env.step(0)
-        on_map = {o.kind for o in env.grid.grid if isinstance(o, Character)}
-        assert (target in on_map) == (t >= 31), t
+        assert (target in on_map(env)) == (t >= 31), t
     env.step(0)  # step 31 = heard at step 1 + delay 30: back on the map
-    assert target in {o.kind for o in env.grid.grid if isinstance(o, Character)}
+    assert target in on_map(env)
 
 
 def test_instructions_only_while_reachable_and_fixed_episode_length() -> None:
@@ -75,9 +110,10 @@ def test_instructions_only_while_reachable_and_fixed_episode_length() -> None:
         distractor_prob=0.0,
     )
     obs, _ = env.reset(seed=1)
+    rng = np.random.default_rng(1)
     heard_at = []
     for t in range(1, 121):
-        obs, _, terminated, truncated, info = env.step(int(env.np_random.integers(4)))
+        obs, _, terminated, truncated, info = env.step(int(rng.integers(4)))
         if any(w.startswith("target:") for w in centre(env, obs)):
             heard_at.append(t)
         assert not terminated and truncated == (t == 120)
@@ -99,57 +135,63 @@ def test_queue_tells_and_penalty() -> None:
     env = InstructionEnv(n_rooms=2, tell_penalty=0.25, **QUIET)
     env.reset(seed=3)
     butler, guard, cook, maid = range(4)
-    env.pending = [(butler, guard), (butler, cook), (maid, guard)]
-    env.instructions_given = 3
     stand_next_to(env, butler)
+    set_pending(env, [(butler, guard), (butler, cook), (maid, guard)])
     # telling the second pending subject first is fine: the queue is not a stack
     _, reward, *_, info = env.step(TELL + cook)
-    assert reward == 1.0 and env.pending == [(butler, guard), (maid, guard)]
+    assert reward == 1.0 and pending(env) == [(butler, guard), (maid, guard)]
     assert info["instructions_done"] == 1
     # (maid, guard) is pending but the maid is not a neighbour: the butler's one is executed
     _, reward, *_, info = env.step(TELL + guard)
-    assert reward == 1.0 and env.pending == [(maid, guard)]
+    assert reward == 1.0 and pending(env) == [(maid, guard)]
     # a tell matching nothing costs the penalty; nobody near waits for a message
     _, reward, *_, info = env.step(TELL + guard)
-    assert reward == -0.25 and env.pending == [(maid, guard)]
+    assert reward == -0.25 and pending(env) == [(maid, guard)]
     assert (info["instructions_done"], info["instructions_failed"]) == (2, 0)
+    assert info["instructions_pending"] == 1
 
 
 def test_wrong_tell_fails_a_waiting_neighbours_oldest_instruction() -> None:
     env = InstructionEnv(n_rooms=2, **QUIET)
     env.reset(seed=4)
     butler, guard, cook, maid = range(4)
-    env.pending = [(maid, cook), (butler, guard), (butler, cook)]
     stand_next_to(env, butler)
+    set_pending(env, [(maid, cook), (butler, guard), (butler, cook)])
     _, reward, *_, info = env.step(TELL + maid)
     assert reward == -0.1
-    assert env.pending == [(maid, cook), (butler, cook)]
+    assert pending(env) == [(maid, cook), (butler, cook)]
     assert info["instructions_failed"] == 1 and info["instructions_pending"] == 2
 
 
 def test_tell_needs_the_target_as_a_neighbour() -> None:
     env = InstructionEnv(n_rooms=3, **QUIET)
     env.reset(seed=5)
-    env.pending = [(0, 1)]
-    env.agent_pos = (1, 5)  # corridor, west end: no character can stand next to it
-    assert env.neighbours() == []
+    set_pending(env, [(0, 1)])
+    assert neighbours(env) == []  # the corridor's west end: no character can stand next to it
     _, reward, *_ = env.step(TELL + 1)
-    assert reward == -0.1 and env.pending == [(0, 1)]
+    assert reward == -0.1 and pending(env) == [(0, 1)]
 
 
 def test_characters_move_between_rooms_and_never_block_entrances() -> None:
     env = InstructionEnv(n_rooms=3, move_prob=0.2, instruction_prob=0.0)
     env.reset(seed=6)
-    rooms = {k: (c.cur_pos[0] - 1) // 4 for k, c in enumerate(env.characters)}
-    moved = set()
+    rng = np.random.default_rng(6)
+
+    def rooms() -> dict[int, int]:
+        grid, _ = env.draw(env.state)
+        found = {}
+        for i, obj in enumerate(grid.grid):
+            if isinstance(obj, Character):
+                x, y = i % grid.width, i // grid.width
+                assert 1 <= y <= 3 and (x % 4, y) not in {(2, 2), (2, 3)}
+                found[obj.kind] = (x - 1) // 4
+        assert sorted(found) == list(range(env.n_characters))  # each on the map, once
+        return found
+
+    start, moved = rooms(), set()
     for _ in range(50):
-        env.step(int(env.np_random.integers(4)))
-        for k, c in enumerate(env.characters):
-            x, y = c.cur_pos
-            assert env.grid.get(x, y) is c and 1 <= y <= 3
-            assert (x % 4, y) not in {(2, 2), (2, 3)}  # a room's centre, inside a doorway
-            if (x - 1) // 4 != rooms[k]:
-                moved.add(k)
+        env.step(int(rng.integers(4)))
+        moved |= {k for k, room in rooms().items() if room != start[k]}
     assert len(moved) >= env.n_characters // 2
 
 

@@ -6,26 +6,38 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.base import MOVES
 from envs.oracles import PortalMemoryless, PortalOracle
 from envs.portal import PortalEnv
+from envs.task import MOVES
 
 
 def doors_of(env: PortalEnv, room: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(correct door, wrong door) map positions of ``room`` (0-based), read from the env."""
-    right = [p for p, (r, ok) in env._portals.items() if r == room and ok]
-    wrong = [p for p, (r, ok) in env._portals.items() if r == room and not ok]
+    """(correct door, wrong door) map positions of ``room`` (0-based), read from the state."""
+    ox, oy = env.room_origin(room + 1)
+    doors = env.doors(env.state, room + 1)
+    right = [(ox + dx, oy + dy) for (dx, dy), _, ok in doors if ok]
+    wrong = [(ox + dx, oy + dy) for (dx, dy), _, ok in doors if not ok]
     assert len(right) == len(wrong) == 1
     return right[0], wrong[0]
 
 
+def agent_pos(env: PortalEnv) -> tuple[int, int]:
+    return env.draw(env.state)[1]
+
+
+def room_centre(env: PortalEnv, room: int) -> tuple[int, int]:
+    """Centre floor cell of room ``room`` (0-based) on the drawn map."""
+    ox, oy = env.room_origin(room + 1)
+    return ox + 2, oy + 2
+
+
 def walk_into(env: PortalEnv, door: tuple[int, int]) -> tuple:
     """Steps from the agent's cell to the floor cell in front of ``door``, then into it."""
-    cx, cy = env.room_centre(env.room)
+    cx, cy = room_centre(env, env.state.room - 1)
     stand = (door[0] + np.sign(cx - door[0]), door[1] + np.sign(cy - door[1]))
     out = None
-    while env.agent_pos != stand:
-        x, y = env.agent_pos
+    while agent_pos(env) != stand:
+        x, y = agent_pos(env)
         step = (np.sign(stand[0] - x), 0) if stand[0] != x else (0, np.sign(stand[1] - y))
         out = env.step(MOVES.index(step))
         assert out[1] == 0.0 and not out[2]
@@ -41,7 +53,7 @@ def test_rewards_are_point_one_times_room_and_last_room_ends() -> None:
         _, reward, terminated, truncated, info = walk_into(env, doors_of(env, k - 1)[0])
         assert reward == pytest.approx(0.1 * k)
         assert info["room"] == info["rooms_reached"] == k + 1
-        assert env.agent_pos == env.room_centre(k)
+        assert agent_pos(env) == room_centre(env, k)
         assert terminated == (k == 3) and not truncated
     assert info["success"] is True
 
@@ -54,8 +66,8 @@ def test_wrong_door_teleports_back_to_room_one() -> None:
     _, reward, terminated, _, info = walk_into(env, doors_of(env, 2)[1])
     assert reward == 0.0 and not terminated
     assert info == {"room": 1, "rooms_reached": 3}
-    assert env.agent_pos == env.room_centre(0)
-    obs = env.gen_obs()
+    assert agent_pos(env) == room_centre(env, 0)
+    obs = env.observe(env.state)
     assert "room:1" in env.decode(obs)[1][1]
 
 
@@ -76,30 +88,26 @@ def test_step_limit_truncates() -> None:
     env = PortalEnv(n_rooms=3, max_steps=7)
     env.reset(seed=3)
     # walk between the centre and a floor cell whose wall has no door: never through a door
-    free = next(
-        a
-        for a, (dx, dy) in enumerate(MOVES)
-        if (env.room_centre(0)[0] + 2 * dx, env.room_centre(0)[1] + 2 * dy) not in env._portals
-    )
+    slots = {slot for slot, _, _ in env.doors(env.state, 1)}
+    free = next(a for a, (dx, dy) in enumerate(MOVES) if (2 + 2 * dx, 2 + 2 * dy) not in slots)
     back = (free + 2) % 4
     for t in range(1, 8):
         _, _, terminated, truncated, info = env.step(free if t % 2 else back)
         assert not terminated and truncated == (t == 7)
-    assert info["success"] is False
+    assert info["success"] is False and info["rooms_reached"] == 1
 
 
 def test_room_word_and_doors_fixed_for_the_episode() -> None:
     env = PortalEnv(n_rooms=6)
     env.reset(seed=4)
-    portals = dict(env._portals)
-    colours = {p: env.grid.get(*p).color for p in portals}
+    doors = [sorted(env.doors(env.state, room)) for room in range(1, 6)]
     walk_into(env, doors_of(env, 0)[0])
     walk_into(env, doors_of(env, 1)[1])
-    assert env._portals == portals
-    assert {p: env.grid.get(*p).color for p in portals} == colours
-    for room in range(5):
-        (a, b) = [p for p, (r, _) in portals.items() if r == room]
-        assert colours[a] != colours[b]
+    assert [sorted(env.doors(env.state, room)) for room in range(1, 6)] == doors
+    for room_doors in doors:  # two doors of different colours, one of them correct
+        (_, a, ok_a), (_, b, ok_b) = room_doors
+        assert a != b and ok_a != ok_b
+    assert env.doors(env.state, 6) == []  # the last room has none
 
 
 def test_oracle_reaches_the_last_room_of_a_short_portal() -> None:
