@@ -10,15 +10,15 @@ everything from the stored hidden states, which is what trains e.g. Expire-Span'
 memories made before a BPTT boundary.
 
 Where the cache lives. The state's keys, shapes and values are unchanged (the contract of
-:mod:`.base` holds as before); the cache rides as a Python attribute on one tensor of the returned
-state (the *anchor*), so it travels with that exact tensor object and nothing else:
+:mod:`.base` holds as before); the cache is attached to one tensor of the returned state (the
+*anchor*) through a registry keyed by that tensor object (weakly: it goes when the tensor goes),
+so it travels with that exact tensor and nothing else:
 
 * anything that makes new tensors drops it: :func:`~.base.index_state`, :func:`~.base.stack_states`,
   :func:`~.base.cat_states`, :func:`~.base.detach_state`, ``.to(device)``, a checkpoint's
-  ``.cpu()``; the next acting call then recomputes the cache once from the stored hidden states.
-  A rollout buffer that stores a state keeps a reference to the same tensors (no copy, no extra
-  keys), and the batches it builds from them carry no cache;
-* pickling or deep-copying a state drops it too (an attached cache is never written to disk).
+  ``.cpu()``, pickling, deep copies; the next acting call then recomputes the cache once from
+  the stored hidden states. A rollout buffer that stores a state keeps a reference to the same
+  tensors (no copy, no extra keys), and the batches it builds from them carry no cache.
 
 When a cache is trusted. Only by the memory that made it (a token per memory instance), only if
 the anchor and the other state tensors it was derived from are the same objects, unmodified
@@ -34,36 +34,34 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["Stamp", "acting_call", "attach_cache", "cache_stamp", "cached", "has_cache"]
 
-_ATTR = "_memorl_acting_cache"
-
 #: What a cache was made under: (memory token, training calls, parameter versions and storages).
 Stamp = tuple[object, int, tuple[tuple[int, int], ...]]
 
 
-class _Cache:
+class _Cache(NamedTuple):
     """An acting cache attached to a state tensor (see the module docstring)."""
 
-    __slots__ = ("stamp", "sources", "values")
+    anchor: weakref.ref  # the tensor it is attached to
+    stamp: Stamp
+    sources: tuple[tuple[str, weakref.ref, int], ...]  # (key, tensor, version) it was made from
+    values: dict[str, Tensor]
 
-    def __init__(
-        self, stamp: Stamp | None, sources: tuple[tuple[str, weakref.ref, int], ...],
-        values: dict[str, Tensor],
-    ) -> None:
-        self.stamp = stamp
-        self.sources = sources
-        self.values = values
 
-    def __reduce__(self) -> tuple[Any, tuple]:
-        # a pickled or deep-copied state loses its cache: it would be checked against parameters
-        # it was not made with
-        return (_Cache, (None, (), {}))
+#: anchor tensor id -> its cache; an entry is removed when its anchor is freed
+_CACHES: dict[int, _Cache] = {}
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    entry = _CACHES.get(key)
+    if entry is not None and entry.anchor is ref:
+        del _CACHES[key]
 
 
 def acting_call(memory: nn.Module) -> bool:
@@ -88,19 +86,24 @@ def cache_stamp(memory: nn.Module, parameters: Iterable[Tensor]) -> Stamp:
     return token, memory.__dict__.get("_training_calls", 0), versions
 
 
+def _entry(tensor: Tensor) -> _Cache | None:
+    entry = _CACHES.get(id(tensor))
+    return entry if entry is not None and entry.anchor() is tensor else None
+
+
 def cached(state: dict[str, Tensor], anchor: str, stamp: Stamp) -> dict[str, Tensor] | None:
     """The cache attached to ``state[anchor]`` if it is still valid under ``stamp``, else None."""
-    cache = state[anchor].__dict__.get(_ATTR)
-    if cache is None or cache.stamp is None:
+    entry = _entry(state[anchor])
+    if entry is None:
         return None
-    made = cache.stamp
+    made = entry.stamp
     if made[0] is not stamp[0] or made[1] != stamp[1] or made[2] != stamp[2]:
         return None
-    for key, ref, version in cache.sources:
+    for key, ref, version in entry.sources:
         now = state.get(key)
         if now is None or now is not ref() or now._version != version:
             return None
-    return cache.values
+    return entry.values
 
 
 def attach_cache(
@@ -109,13 +112,13 @@ def attach_cache(
 ) -> None:
     """Attach ``values`` to ``state[anchor]``, derived from it and from ``state[k]`` for ``k`` in
     ``sources`` under the parameters of ``stamp``."""
-    # weak references: the anchor holds the cache, so a strong one would make a cycle
+    tensor = state[anchor]
+    key = id(tensor)
+    ref = weakref.ref(tensor, lambda r, key=key: _forget(key, r))
     made_from = tuple((k, weakref.ref(state[k]), state[k]._version) for k in (anchor, *sources))
-    state[anchor].__dict__[_ATTR] = _Cache(stamp, made_from, values)
+    _CACHES[key] = _Cache(ref, stamp, made_from, values)
 
 
 def has_cache(tensor: Tensor) -> bool:
     """Whether ``tensor`` carries an acting cache (valid or not); for tests and diagnostics."""
-    cache = tensor.__dict__.get(_ATTR)
-    return cache is not None and cache.stamp is not None
-
+    return _entry(tensor) is not None
