@@ -193,6 +193,19 @@ class CachedAttentionLayer(nn.Module):
         return h + self.drop(self.ff(self.norm_ff(h)))
 
 
+def _kept_suffix(keep: Tensor) -> int | None:
+    """``j`` when every row of ``keep`` (B, K) drops exactly its first ``j`` memories and keeps
+    the rest (the sliding window of Transformer-XL once its cache is full): compaction is then a
+    slice. None otherwise. A few host reads, on CPU only."""
+    if keep.device.type != "cpu":
+        return None
+    columns = keep.all(dim=0)  # (K,)
+    first = keep.shape[1] - int(columns.sum())
+    if bool(columns[first:].all()) and not bool(keep[:, :first].any()):
+        return first
+    return None
+
+
 class _Layout(NamedTuple):
     """Where the steps of a call stand relative to the cache and to each other."""
 
@@ -457,6 +470,18 @@ class CachedTransformerMemory(Memory):
                     acting = {n: nn.functional.pad(t, (0, 0, 0, pad) if t.dim() == 4 else (0, pad))
                               for n, t in acting.items()}
             b, k = keep.shape
+            # (Transformer-XL's sliding window; with learned spans, Expire-Span rarely keeps a
+            # suffix in every row, and the check would cost more than it saves)
+            first = None if self.fixed_capacity or self.expiring else _kept_suffix(keep)
+            if first is not None:  # every row keeps the same last memories: a slice, no copy
+                state[f"mem_{l}"] = mem[:, first:]
+                state[f"age_{l}"] = dist[:, first:]
+                state[f"valid_{l}"] = keep[:, first:]
+                if acting is not None:
+                    attach_cache(state, f"mem_{l}", stamp,
+                                 {n: t[:, :, first:] if t.dim() == 4 else t[:, first:]
+                                  for n, t in acting.items()})
+                continue
             order = torch.argsort((~keep).to(torch.int32), dim=1, stable=True)[:, :size]
             # rows of the flattened batch: index_select copies whole rows, several times faster
             # on CPU than an element-wise gather along dim 1
