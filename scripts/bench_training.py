@@ -40,11 +40,11 @@ from policies import available_policies  # noqa: E402
 
 
 def ours(policy: str, env: str, n_envs: int, n_steps: int, steps: int, device: str,
-         vec: str = "sync") -> tuple[float, float]:
+         vec: str = "sync", n_minibatches: int | None = None) -> tuple[float, float]:
     """(env steps/s of training, env steps/s of rollout collection alone) of our PPO."""
     model = PPO(policy, env, tensorboard_log=None, checkpoint_path=None, n_envs=n_envs,
-                rollout_len=n_steps, bptt_len=n_steps, n_minibatches=n_envs // 2 or 1,
-                device=device, vec=vec)
+                rollout_len=n_steps, bptt_len=n_steps,
+                n_minibatches=n_minibatches or n_envs // 2 or 1, device=device, vec=vec)
     model.learn(n_envs * n_steps, progress_bar=False)  # warm-up update
     rollout_s = []
 
@@ -120,7 +120,8 @@ def throughput_table(args) -> str:
                  None, None))
     for name in args.policies or available_policies():
         for vec in args.vec:
-            run = (name, args.env, args.n_envs, args.n_steps, args.steps, args.device, vec)
+            run = (name, args.env, args.n_envs, args.n_steps, args.steps, args.device, vec,
+                   args.n_minibatches)
             if args.baseline is None:
                 sps, collect = ours(*run)
                 rows.append((f"ours PPO, {name}, {vec} envs", sps, collect, None))
@@ -129,7 +130,8 @@ def throughput_table(args) -> str:
             (sps, collect), (old, _) = best["this"], best["baseline"]
             rows.append((f"ours PPO, {name}, {vec} envs", sps, collect, sps / old))
     against = args.baseline is not None
-    lines = [f"Env {args.env}, {args.n_envs} envs x {args.n_steps} steps per rollout, "
+    lines = [f"Env {args.env}, {args.n_envs} envs x {args.n_steps} steps per rollout "
+             f"({args.n_minibatches or args.n_envs // 2 or 1} minibatches for ours), "
              f"{args.steps} timed steps, device {args.device}"
              + (f"; ours: best of {args.repeats} runs alternating with the code of "
                 f"{args.baseline}, the speedup against it in the last column" if against else ""),
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-envs", type=int, default=8, help="parallel envs (all agents)")
     parser.add_argument("--n-steps", type=int, default=128, help="rollout length (all agents)")
     parser.add_argument("--steps", type=int, default=8192, help="timed env steps per agent")
+    parser.add_argument("--n-minibatches", type=int, default=None,
+                        help="minibatches per epoch of our PPO (default: n_envs // 2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--policies", nargs="*", default=None,
                         help="our policies to time (default: every registered memory)")

@@ -187,7 +187,8 @@ class CachedAttentionLayer(nn.Module):
         else:
             scores = q @ k.transpose(-1, -2)
             scores = scores + block_position_scores(q, self.rel, dist, k.shape[2] - t)
-        w = self.drop(torch.softmax(scores + bias.unsqueeze(1), dim=-1))
+        # the bias added in place: the scores are needed by nothing else in the backward pass
+        w = self.drop(torch.softmax(scores.add_(bias.unsqueeze(1)), dim=-1))
         o = (w @ v).transpose(1, 2).reshape(b, t, d)
         h = h + self.drop(self.out(o))
         return h + self.drop(self.ff(self.norm_ff(h)))
