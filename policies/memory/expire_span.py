@@ -69,7 +69,7 @@ class ExpireSpanMemory(CachedTransformerMemory):
         init_span_fraction: float = 0.1,
         position_window: int = 32,
         random_shortening: bool = True,
-        fixed_capacity: bool = False,
+        fixed_capacity: bool | None = None,
     ) -> None:
         """
         Args:
@@ -94,10 +94,10 @@ class ExpireSpanMemory(CachedTransformerMemory):
                 back (section 4.2 "Position Embedding"); 0 disables them.
             random_shortening: in training mode, draw ``l ~ U(0, L)`` per call and attend to
                 nothing farther than ``l`` steps back (section 4.2 "Regularization").
-            fixed_capacity: keep ``capacity()`` cache slots per layer (static shapes, no host
-                read per call: for accelerators and graph capture) instead of trimming the cache
-                to the live memories after each call (the default, faster on CPU); the same
-                outputs either way.
+            fixed_capacity: True: keep ``capacity()`` cache slots per layer (static shapes, no host
+                read per call, for graph capture); False: trim the cache to the live memories
+                after each call (faster on CPU); None: True on accelerators, False on CPU. The
+                same outputs either way.
         """
         if isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not ramp > 0:
             raise ValueError(f"ramp must be a number > 0, got {ramp!r}")

@@ -17,11 +17,11 @@ keys and values of its memories in layer ``l`` (and, for Expire-Span, their span
 when a memory enters the cache; the next such call reuses them instead of re-normalising and
 re-projecting the whole cache in every layer. Calls with gradients recompute them from ``mem_l``.
 
-Cache size: by default the cache is trimmed after every call to the largest number of live
-memories in the batch (Expire-Span's memory saving is real; one host read per call for
-Expire-Span). With ``fixed_capacity`` it always holds ``capacity()`` slots, so every call has the
-same shapes and reads nothing back to the host (for accelerators, graph capture); both give the
-same outputs.
+Cache size: on CPU the cache is trimmed after every call to the largest number of live memories
+in the batch (Expire-Span's memory saving is real; one host read per call for Expire-Span). With
+``fixed_capacity`` (the default on accelerators) it always holds ``capacity()`` slots, so every
+call has the same shapes and reads nothing back to the host (graph capture); both give the same
+outputs.
 
 The base class is the fixed-span transformer (Transformer-XL: a step sees the previous ``L``
 steps). Expire-Span overrides the hooks that decide which memories a query sees and how much
@@ -175,17 +175,10 @@ class CachedAttentionLayer(nn.Module):
         b, t, d = h.shape
         heads, dh = self.num_heads, self.d_head
         q = self.q(hn).view(b, t, heads, dh).transpose(1, 2) * (1.0 / math.sqrt(dh))
-        if self.rel is None:
-            scores = q @ k.transpose(-1, -2)  # (B, H, T, K)
-        elif t == 1:
-            # one query: its position term q . p_d is a term of the keys, q . (k_i + p_{d_i})
-            window = self.rel.shape[0]
-            rel = torch.cat([self.rel.flatten(1), self.rel.new_zeros(1, d)])  # 0 for d >= P
-            pos = rel.index_select(0, dist.reshape(-1).clamp(0, window))  # (B * K, D)
-            k = k + pos.view(b, -1, heads, dh).transpose(1, 2)
-            scores = q @ k.transpose(-1, -2)
-        else:
-            scores = q @ k.transpose(-1, -2)
+        scores = q @ k.transpose(-1, -2)  # (B, H, T, K)
+        if self.rel is not None and t == 1:  # one query: gather its terms, O(K H)
+            scores = scores + relative_position_scores(q, self.rel, dist)
+        elif self.rel is not None:
             scores = scores + block_position_scores(q, self.rel, dist, k.shape[2] - t)
         # the bias added in place: the scores are needed by nothing else in the backward pass
         w = self.drop(torch.softmax(scores.add_(bias.unsqueeze(1)), dim=-1))
@@ -251,7 +244,7 @@ class CachedTransformerMemory(Memory):
         dropout: float,
         position_window: int,
         random_shortening: bool,
-        fixed_capacity: bool = False,
+        fixed_capacity: bool | None = None,
     ) -> None:
         _check_int("max_span", max_span, 1)
         _check_int("num_layers", num_layers, 1)
@@ -263,8 +256,11 @@ class CachedTransformerMemory(Memory):
             raise ValueError(f"d_model must be divisible by num_heads={num_heads}, got {d_model}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if not isinstance(fixed_capacity, bool):
-            raise ValueError(f"fixed_capacity must be True or False, got {fixed_capacity!r}")
+        if fixed_capacity is not None and not isinstance(fixed_capacity, bool):
+            raise ValueError(
+                f"fixed_capacity must be True, False or None (fixed on accelerators), got "
+                f"{fixed_capacity!r}"
+            )
         super().__init__(input_dim, d_model)
         self.max_span = max_span
         self.num_layers = num_layers
@@ -324,7 +320,7 @@ class CachedTransformerMemory(Memory):
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         device = self.device if device is None else device
         dtype = self.proj.weight.dtype
-        m = self.capacity() if self.fixed_capacity else 0
+        m = self.capacity() if self._fixed(torch.device(device)) else 0
         state: State = {}
         for l in range(self.num_layers):
             state[f"mem_{l}"] = torch.zeros(batch_size, m, self.d_model, device=device, dtype=dtype)
@@ -445,9 +441,14 @@ class CachedTransformerMemory(Memory):
             cache["span"] = span
         return cache
 
+    def _fixed(self, device: torch.device) -> bool:
+        """Whether the cache keeps ``capacity()`` slots on ``device`` (``fixed_capacity``; by
+        default on accelerators, where the trim's host read would stop the device)."""
+        return device.type != "cpu" if self.fixed_capacity is None else self.fixed_capacity
+
     def _sizes(self, candidates: list[_Candidates]) -> list[int]:
         """Slots per layer after the call."""
-        if self.fixed_capacity:
+        if self._fixed(candidates[0].keep.device):
             return [self.capacity()] * len(candidates)
         if self.expiring:
             # expiry shrinks the cache: trim to the largest live count (one host read per call)
@@ -473,7 +474,7 @@ class CachedTransformerMemory(Memory):
             b, k = keep.shape
             # (Transformer-XL's sliding window; with learned spans, Expire-Span rarely keeps a
             # suffix in every row, and the check would cost more than it saves)
-            first = None if self.fixed_capacity or self.expiring else _kept_suffix(keep)
+            first = None if self._fixed(keep.device) or self.expiring else _kept_suffix(keep)
             if first is not None:  # every row keeps the same last memories: a slice, no copy
                 state[f"mem_{l}"] = mem[:, first:]
                 state[f"age_{l}"] = dist[:, first:]

@@ -32,7 +32,7 @@ class TransformerXLMemory(CachedTransformerMemory):
         dropout: float = 0.0,
         position_window: int = 32,
         random_shortening: bool = False,
-        fixed_capacity: bool = False,
+        fixed_capacity: bool | None = None,
     ) -> None:
         """
         Args:
@@ -47,9 +47,9 @@ class TransformerXLMemory(CachedTransformerMemory):
                 back; 0 disables them.
             random_shortening: in training mode, draw ``l ~ U(0, L)`` per call and attend to
                 nothing farther than ``l`` steps back (off by default: the plain baseline).
-            fixed_capacity: keep ``max_span`` cache slots per layer from the first step (static
-                shapes, for accelerators and graph capture) instead of growing the cache to
-                ``max_span``; the same outputs either way.
+            fixed_capacity: True: keep ``max_span`` cache slots per layer from the first step
+                (static shapes, for graph capture); False: grow the cache to ``max_span``;
+                None: True on accelerators, False on CPU. The same outputs either way.
         """
         super().__init__(
             input_dim,
