@@ -153,7 +153,10 @@ class ActorCritic(nn.Module):
     ) -> tuple[Categorical, Tensor, State, dict[str, Tensor]]:
         """Memory and heads on encoder features ``x`` ``(T, B, features_dim)``."""
         y, state, aux = self.memory(x, state, episode_starts.bool())
-        dist = Categorical(logits=self.policy_head(y))
+        # no argument validation: the logits come from the head (finite unless training has
+        # diverged, which the trainer's non-finite check catches), and the checks read values
+        # back to the host on every call (a sync per step on an accelerator)
+        dist = Categorical(logits=self.policy_head(y), validate_args=False)
         values = self.value_head(y).squeeze(-1)
         return dist, values, state, aux
 
@@ -172,7 +175,8 @@ class ActorCritic(nn.Module):
         """
         obs_t = pytree.tree_map(lambda t: t.unsqueeze(0), obs)  # (1, B, ...)
         dist, values, state, aux = self(obs_t, state, episode_starts.view(1, -1))
-        actions = dist.probs.argmax(-1) if deterministic else dist.sample()
+        # the most likely action from the logits (no softmax needed for an argmax)
+        actions = dist.logits.argmax(-1) if deterministic else dist.sample()
         return ActOutput(actions[0], dist.log_prob(actions)[0], values[0], state, aux)
 
     def to_env_actions(self, actions: Tensor) -> Tensor:

@@ -10,13 +10,20 @@
    (``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak resident memory of a fresh
    process per mode, since torch's CPU allocations are not seen by tracemalloc), gradients equal.
 
+``--baseline DIR`` also times our PPO with the code of another checkout (e.g. the main branch):
+each of our rows is then run ``--repeats`` times in child processes that alternate between this
+checkout and DIR, the best of each is kept, and a column gives the speedup against DIR.
+
     python scripts/bench_training.py --env MemoRL/Corridor-L10-v0 --steps 8192
     python scripts/bench_training.py --only mrbp --device cuda --seq-len 1024
+    python scripts/bench_training.py --only throughput --policies expire_span --vec sync \
+        --baseline ../main --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import subprocess
 import sys
@@ -33,11 +40,11 @@ from policies import available_policies  # noqa: E402
 
 
 def ours(policy: str, env: str, n_envs: int, n_steps: int, steps: int, device: str,
-         vec: str = "sync") -> tuple[float, float]:
+         vec: str = "sync", n_minibatches: int | None = None) -> tuple[float, float]:
     """(env steps/s of training, env steps/s of rollout collection alone) of our PPO."""
     model = PPO(policy, env, tensorboard_log=None, checkpoint_path=None, n_envs=n_envs,
-                rollout_len=n_steps, bptt_len=n_steps, n_minibatches=n_envs // 2 or 1,
-                device=device, vec=vec)
+                rollout_len=n_steps, bptt_len=n_steps,
+                n_minibatches=n_minibatches or n_envs // 2 or 1, device=device, vec=vec)
     model.learn(n_envs * n_steps, progress_bar=False)  # warm-up update
     rollout_s = []
 
@@ -49,6 +56,37 @@ def ours(policy: str, env: str, n_envs: int, n_steps: int, steps: int, device: s
     model.learn(start + steps, progress_bar=False, reset_num_timesteps=False, callback=timing)
     total = (model.num_timesteps - start) / (time.perf_counter() - t0)
     return total, (model.num_timesteps - start) / sum(rollout_s)
+
+
+OURS_CHILD = """
+import json, sys, time, torch
+sys.path.insert(0, {code!r})
+torch.set_num_threads({threads})
+from agents import PPO
+{ours}
+print(json.dumps(ours(*{args!r})))
+"""
+
+
+def ours_with(code: Path, args: tuple) -> tuple[float, float]:
+    """:func:`ours` in a child process that imports ``agents`` and ``policies`` from ``code``."""
+    src = OURS_CHILD.format(code=str(code), threads=torch.get_num_threads(),
+                            ours=inspect.getsource(ours), args=args)
+    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, check=True)
+    total, collect = json.loads(out.stdout.strip().splitlines()[-1])
+    return total, collect
+
+
+def best_of(code_dirs: dict[str, Path], args: tuple, repeats: int) -> dict[str, tuple]:
+    """The best (fastest) of ``repeats`` runs per checkout, the checkouts alternating."""
+    best: dict[str, tuple[float, float]] = {}
+    tags = list(code_dirs)
+    for r in range(repeats):
+        for tag in tags if r % 2 == 0 else tags[::-1]:
+            got = ours_with(code_dirs[tag], args)
+            if tag not in best or got[0] > best[tag][0]:
+                best[tag] = got
+    return best
 
 
 def sb3(kind: str, env: str, n_envs: int, n_steps: int, steps: int, device: str) -> float:
@@ -74,23 +112,39 @@ def sb3(kind: str, env: str, n_envs: int, n_steps: int, steps: int, device: str)
 
 
 def throughput_table(args) -> str:
-    rows: list[tuple[str, float, float | None]] = []
+    rows: list[tuple[str, float, float | None, float | None]] = []
     base = sb3("ppo", args.env, args.n_envs, args.n_steps, args.steps, args.device)
-    rows.append(("SB3 PPO (MLP)", base, None))
+    rows.append(("SB3 PPO (MLP)", base, None, None))
     rows.append(("sb3-contrib RecurrentPPO (LSTM)",
                  sb3("recurrent", args.env, args.n_envs, args.n_steps, args.steps, args.device),
-                 None))
+                 None, None))
     for name in args.policies or available_policies():
         for vec in args.vec:
-            sps, collect = ours(name, args.env, args.n_envs, args.n_steps, args.steps,
-                                args.device, vec)
-            rows.append((f"ours PPO, {name}, {vec} envs", sps, collect))
-    lines = [f"Env {args.env}, {args.n_envs} envs x {args.n_steps} steps per rollout, "
-             f"{args.steps} timed steps, device {args.device}", "",
-             "| agent | env steps/s | vs SB3 PPO | rollout collection steps/s |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {n} | {sps:.0f} | {sps / base:.2f} | "
-              f"{'' if collect is None else f'{collect:.0f}'} |" for n, sps, collect in rows]
+            run = (name, args.env, args.n_envs, args.n_steps, args.steps, args.device, vec,
+                   args.n_minibatches)
+            if args.baseline is None:
+                sps, collect = ours(*run)
+                rows.append((f"ours PPO, {name}, {vec} envs", sps, collect, None))
+                continue
+            best = best_of({"this": ROOT, "baseline": args.baseline}, run, args.repeats)
+            (sps, collect), (old, _) = best["this"], best["baseline"]
+            rows.append((f"ours PPO, {name}, {vec} envs", sps, collect, sps / old))
+    against = args.baseline is not None
+    lines = [f"Env {args.env}, {args.n_envs} envs x {args.n_steps} steps per rollout "
+             f"({args.n_minibatches or args.n_envs // 2 or 1} minibatches for ours), "
+             f"{args.steps} timed steps, device {args.device}"
+             + (f"; ours: best of {args.repeats} runs alternating with the code of "
+                f"{args.baseline}, the speedup against it in the last column" if against else ""),
+             "",
+             "| agent | env steps/s | vs SB3 PPO | rollout collection steps/s |"
+             + (" vs baseline |" if against else ""),
+             "|---|---:|---:|---:|" + ("---:|" if against else "")]
+    for n, sps, collect, speedup in rows:
+        collected = "" if collect is None else f"{collect:.0f}"
+        line = f"| {n} | {sps:.0f} | {sps / base:.2f} | {collected} |"
+        if against:
+            line += " |" if speedup is None else f" {speedup:.2f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -178,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-envs", type=int, default=8, help="parallel envs (all agents)")
     parser.add_argument("--n-steps", type=int, default=128, help="rollout length (all agents)")
     parser.add_argument("--steps", type=int, default=8192, help="timed env steps per agent")
+    parser.add_argument("--n-minibatches", type=int, default=None,
+                        help="minibatches per epoch of our PPO (default: n_envs // 2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--policies", nargs="*", default=None,
                         help="our policies to time (default: every registered memory)")
@@ -191,10 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=32, help="MRBP: chunk length")
     parser.add_argument("--mrbp-policies", nargs="*", default=["lstm", "memformer"],
                         help="MRBP: policies to measure")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also time our PPO with the code of the checkout DIR and show the "
+                             "speedup against it")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="with --baseline: runs per checkout (alternating), best kept")
     parser.add_argument("--tmp", default="/tmp/memorl_bench", help="scratch directory")
     parser.add_argument("--out", default=None, help="also write the Markdown here")
     args = parser.parse_args(argv)
-    for name in ("n_envs", "n_steps", "steps", "seq_len", "seq_batch", "chunk"):
+    for name in ("n_envs", "n_steps", "steps", "seq_len", "seq_batch", "chunk", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -23,6 +23,11 @@ Contract:
   the call's steps and envs, to be added to the training loss with a coefficient) and detached
   diagnostics (``memory_size``: the mean number of memories attended per step, and others).
 * Nothing that belongs to an episode is kept on ``self``: state goes in and comes out.
+* Acting cache (:mod:`.acting`): a call without gradients may attach to a tensor of the state it
+  returns what later steps need (keys and values, spans, a segment's partial encoding), and the
+  next such call may use it instead of recomputing it from the state; the state's keys, shapes
+  and values are the same with or without it, and a new tensor (indexing, stacking, detaching,
+  copying) carries none. Calls with gradients never use it.
 
 Training adds every auxiliary loss of a memory through :func:`memory_losses`: the ``loss_*``
 terms of ``forward``'s ``aux`` and those of :meth:`Memory.auxiliary_losses` on the same sequence.

@@ -6,13 +6,15 @@ Each layer predicts how long each memory ``h_i`` should live::
     m_{t,i} = clamp(1 + (e_i - (t - i)) / R, 0, 1)         (soft mask, ramp of length R)
     a'_{t,i} = m_{t,i} a_{t,i} / sum_j m_{t,j} a_{t,j}     (masked, renormalised attention)
 
-The spans are not stored: every call recomputes ``e_i`` for the whole ``[cache; block]`` from the
-cached layer inputs ``h_i`` with the current ``(w, b)``. A memory reaches its ramp long after it
-was made, usually in a later training sequence whose starting state is detached; recomputing the
-span there is what lets the task loss (through the mask) and the span penalty train ``(w, b)`` on
-old memories (section 4.2 "Loss Computation"). The span penalty ``alpha * sum_i e_i / T`` is
-counted for memories while they are inside the ramp (``0 < m < 1``), when the task loss also
-pushes on them.
+The spans are not part of the state: every call with gradients recomputes ``e_i`` for the whole
+``[cache; block]`` from the cached layer inputs ``h_i`` with the current ``(w, b)``. A memory
+reaches its ramp long after it was made, usually in a later training sequence whose starting
+state is detached; recomputing the span there is what lets the task loss (through the mask) and
+the span penalty train ``(w, b)`` on old memories (section 4.2 "Loss Computation"). The span
+penalty ``alpha * sum_i e_i / T`` is counted for memories while they are inside the ramp
+(``0 < m < 1``), when the task loss also pushes on them. While acting (no gradients, parameters
+fixed) a memory's span cannot change, so it is computed once, when the memory enters the cache,
+and kept in the acting cache (:mod:`.acting`).
 
 A memory with ``m = 0`` for the next call's first step under the current parameters is deleted
 from the cache, so the cache holds fewer than ``L + R`` memories per layer.
@@ -37,7 +39,8 @@ def expire_soft_mask(dist: Tensor, span: Tensor, ramp: float) -> Tensor:
 
     ``dist`` (B, T, K) int distances ``t - i``; ``span`` (B, K) spans ``e_i``. Returns (B, T, K).
     """
-    return (1.0 + (span.unsqueeze(1) - dist.to(span.dtype)) / ramp).clamp(0.0, 1.0)
+    # (float - int promotes to the float's dtype: no separate conversion)
+    return (1.0 + (span.unsqueeze(1) - dist) / ramp).clamp(0.0, 1.0)
 
 
 @register_memory("expire_span")
@@ -45,7 +48,8 @@ class ExpireSpanMemory(CachedTransformerMemory):
     """Causal transformer whose memories expire after a learned, per-memory span.
 
     State per layer ``l``: ``mem_l`` (B, M_l, d_model), ``age_l`` (B, M_l), ``valid_l`` (B, M_l);
-    the spans are recomputed from ``mem_l`` on every call (:meth:`spans`). ``aux``:
+    the spans are recomputed from ``mem_l`` on every call with gradients (:meth:`spans`); acting
+    calls keep them in the acting cache. ``aux``:
     ``loss_expire_span`` (already multiplied by ``alpha``), ``memory_size`` (mean memories
     attended per step and layer), ``span_mean`` (mean span of this call's new memories) and
     ``spans`` (T, B) (span of each step's memory in the last layer, for plots).
@@ -68,6 +72,7 @@ class ExpireSpanMemory(CachedTransformerMemory):
         init_span_fraction: float = 0.1,
         position_window: int = 32,
         random_shortening: bool = True,
+        fixed_capacity: bool | None = None,
         span_lr_scale: float = 1.0,
         span_eps: float | None = None,
         penalty_trains_memories: bool = True,
@@ -99,6 +104,10 @@ class ExpireSpanMemory(CachedTransformerMemory):
                 back (section 4.2 "Position Embedding"); 0 disables them.
             random_shortening: in training mode, draw ``l ~ U(0, L)`` per call and attend to
                 nothing farther than ``l`` steps back (section 4.2 "Regularization").
+            fixed_capacity: True: keep ``capacity()`` cache slots per layer (static shapes, no host
+                read per call, for graph capture); False: trim the cache to the live memories
+                after each call (faster on CPU); None: True on accelerators, False on CPU. The
+                same outputs either way.
             span_lr_scale: the span predictors' learning rate as a multiple of the optimizer's
                 (their own parameter group, :meth:`param_groups`).
             span_eps: the span predictors' optimizer epsilon (None: the optimizer's). Adam and
@@ -141,6 +150,7 @@ class ExpireSpanMemory(CachedTransformerMemory):
             dropout=dropout,
             position_window=position_window,
             random_shortening=random_shortening,
+            fixed_capacity=fixed_capacity,
         )
         if not span_lr_scale > 0:
             raise ValueError(f"span_lr_scale must be a number > 0, got {span_lr_scale!r}")
@@ -205,46 +215,50 @@ class ExpireSpanMemory(CachedTransformerMemory):
             h = self.layers[layer].norm_att(h)
         return self.max_span * torch.sigmoid(self.span_predictors[layer](h).squeeze(-1))
 
-    def _key_spans(self, layer: int, keys: Tensor) -> Tensor:
-        return self.spans(layer, keys)
+    def _key_spans(self, layer: int, h: Tensor) -> Tensor:
+        return self.spans(layer, h)
+
+    def _cache_modules(self, layer: int) -> list[nn.Module]:
+        return [*super()._cache_modules(layer), self.span_predictors[layer]]
 
     def _attention_mask(self, dist: Tensor, span: Tensor | None) -> tuple[Tensor, Tensor | None]:
         soft = expire_soft_mask(dist, span, self.ramp)
         return soft > 0, soft
 
     def _alive(self, next_dist: Tensor, span: Tensor | None) -> Tensor:
-        # the same expression as the mask: kept while m > 0 for the next call's first step under
-        # the current parameters
-        return expire_soft_mask(next_dist.unsqueeze(1), span, self.ramp).squeeze(1) > 0
+        # the same expression as the mask, before its clamp (m > 0 exactly when it is > 0): kept
+        # while m > 0 for the next call's first step under the current parameters
+        return 1.0 + (span - next_dist) / self.ramp > 0
 
     def _layer_aux(
-        self, dist: Tensor, visible: Tensor, soft: Tensor | None, span: Tensor | None,
+        self, visible: Tensor, soft: Tensor | None, span: Tensor | None,
         *, layer: int, keys: Tensor,
     ) -> dict[str, Tensor]:
-        b, t, _ = dist.shape
+        t = visible.shape[1]
         new_spans = span[:, -t:]
-        if not self.penalty_trains_memories:
+        if not self.penalty_trains_memories and torch.is_grad_enabled():
             # the same spans, with the penalty's gradient reaching the span predictor only
             span = self.spans(layer, keys.detach())
         # each memory's span is charged once over its ramp: a pair (t, i) in the ramp adds
         # e_i / R, and a memory spends R steps in its ramp; so the penalty does not depend on
         # how the sequence is cut into calls
-        ramp_pairs = visible & (soft < 1)
-        penalty = (span.unsqueeze(1) * ramp_pairs.to(span.dtype)).sum() / (self.ramp * t * b)
+        in_ramp = (visible & (soft < 1)).sum(dim=1)  # (B, K): queries that see key i in its ramp
+        return {"ramp_sum": (span * in_ramp).sum(), "new_spans": new_spans}
+
+    def _combine_aux(self, per_layer: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        spans = torch.stack([a["new_spans"] for a in per_layer], dim=-1).detach()  # (B, T, L)
+        b, t, _ = spans.shape
+        penalty = torch.stack([a["ramp_sum"] for a in per_layer]).sum() / (self.ramp * t * b)
         coef = self.penalty_coef()
         if isinstance(coef, Tensor):
             coef = coef.to(penalty.dtype)
-        return {"loss": coef * penalty, "new_spans": new_spans}
-
-    def _combine_aux(self, per_layer: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {
-            "loss_expire_span": torch.stack([a["loss"] for a in per_layer]).sum(),
-            "span_mean": torch.stack([a["new_spans"].mean() for a in per_layer]).mean().detach(),
-            "spans": per_layer[-1]["new_spans"].t().detach(),
-            **{f"span_mean_layer{i}": a["new_spans"].mean().detach()
-               for i, a in enumerate(per_layer)},
+            "loss_expire_span": coef * penalty,
+            "span_mean": spans.mean(),
+            "spans": spans[..., -1].t(),
+            **{f"span_mean_layer{i}": spans[..., i].mean() for i in range(spans.shape[-1])},
             # (T, B, num_layers): each step's span in every layer, for pictures of what is kept
-            "spans_per_layer": torch.stack([a["new_spans"].t() for a in per_layer], -1).detach(),
+            "spans_per_layer": spans.transpose(0, 1),
         }
 
     def extra_repr(self) -> str:

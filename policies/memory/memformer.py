@@ -165,6 +165,45 @@ class MemformerMemory(SegmentMemory):
         written, _ = self.writer(memory, hidden, valid)
         return hidden, written
 
+    # acting cache: each layer's keys and values of the open segment's steps, "kv_l" (B, S, 2d),
+    # and their final hidden states "hidden" (B, S, d), which the writer reads at the segment's end
+
+    def encode_open(self, memory: Tensor, segment: Tensor, phase: Tensor) -> dict[str, Tensor]:
+        valid = torch.arange(self.segment_len, device=segment.device) < phase.unsqueeze(1)
+        mask = (self.causal & valid.unsqueeze(1)) | self.diagonal  # (B, S, S)
+        cache, h = {}, self.embed(segment) + self.positions
+        for l, block in enumerate(self.blocks):
+            h, cache[f"kv_{l}"] = block.forward_keys(h, mask, memory)
+        cache["hidden"] = self.norm(h)
+        return cache
+
+    def step(
+        self, memory: Tensor, x: Tensor, pos: Tensor, cache: dict[str, Tensor], write: bool
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        s = self.segment_len
+        slot = torch.arange(s, device=x.device)
+        earlier = slot < pos.unsqueeze(1)  # (B, S): cached steps of the segment
+        # the step sees its segment's earlier steps and itself: keys [cached steps; step]
+        mask = torch.cat([earlier, earlier.new_ones(x.shape[0], 1)], dim=1).unsqueeze(1)
+        kept = earlier.unsqueeze(-1)
+        now = (slot == pos.unsqueeze(1)).unsqueeze(-1)
+        h = (self.embed(x) + self.positions.index_select(0, pos)).unsqueeze(1)  # (B, 1, d)
+        new = {}
+        for l, block in enumerate(self.blocks):
+            steps = cache[f"kv_{l}"]
+
+            def keys(kv: Tensor, steps: Tensor = steps) -> Tensor:
+                return torch.cat([steps, kv], dim=1)
+
+            h, kv = block.forward_keys(h, mask, memory, keys=keys)
+            new[f"kv_{l}"] = steps * kept + kv * now
+        hidden = self.norm(h)  # (B, 1, d)
+        new["hidden"] = cache["hidden"] * kept + hidden * now
+        written = None
+        if write:  # at a segment's end every slot holds a step
+            written, _ = self.writer(memory, new["hidden"], torch.ones_like(earlier))
+        return hidden[:, 0], written, new
+
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, num_layers={self.num_layers}, num_heads={self.num_heads}, "

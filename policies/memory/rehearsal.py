@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .acting import acting_call, attach_cache, cache_stamp, cached
 from .base import Memory, State, register_memory
 from .rehearsal_sampler import (
     Fragments,
@@ -231,10 +232,60 @@ class RehearsalMemory(Memory):
     def forward(
         self, x: Tensor, state: State, episode_starts: Tensor
     ) -> tuple[Tensor, State, dict[str, Tensor]]:
+        if acting_call(self) and x.shape[0] == 1:
+            return self._act(x[0], state, episode_starts[0].to(torch.bool))
         trace = self.trace(x, state, episode_starts)
         # memories attended per step: the slots plus the segment so far
         size = self.num_slots + 1 + trace.phase.to(x.dtype).mean()
         return trace.y, trace.state, {"memory_size": size.detach()}
+
+    def _act(
+        self, x: Tensor, state: State, reset: Tensor
+    ) -> tuple[Tensor, State, dict[str, Tensor]]:
+        """One step without gradients (a rollout), equal to :meth:`trace` on one step, on an
+        acting cache of the read's keys and values of the slots and of the open segment's items
+        (instead of projecting the whole segment again); the segment encoder and the write run
+        only when some env's segment ends (always on accelerators, which then read nothing back
+        to the host). ``x`` (B, input_dim), ``reset`` (B,) bool."""
+        stamp = cache_stamp(self, self.parameters())
+        s_len, d = self.segment_len, self.d_model
+        b = x.shape[0]
+        h, dh = self.num_heads, d // self.num_heads
+        pos = state["phase"] * ~reset  # (B,): the step's slot; 0 on an episode start
+        init = self.slot_init.to(x.dtype).unsqueeze(0)
+        slots = torch.where(reset[:, None, None], init, state["slots"].to(x.dtype))
+        cache = cached(state, "segment", stamp)
+        if cache is None:  # from the stored slots and open segment
+            cache = {"slot_kv": self.read_kv(state["slots"].to(x.dtype)),
+                     "item_kv": self.read_kv(state["segment"].to(x.dtype))}
+        slot_kv = torch.where(reset[:, None, None], self.read_kv(init), cache["slot_kv"])
+        item = self.item_proj(x) + self.phase_emb.index_select(0, pos)  # (B, d)
+        slot = torch.arange(s_len, device=x.device)
+        kept = (slot < pos.unsqueeze(1)).unsqueeze(-1)  # (B, S, 1): the segment's earlier items
+        now = (slot == pos.unsqueeze(1)).unsqueeze(-1)
+        item_kv = cache["item_kv"] * kept + self.read_kv(item).unsqueeze(1) * now  # (B, S, 2d)
+        # the read: the step's item over the slots and over its segment so far (itself included)
+        keys = torch.cat([slot_kv, item_kv], dim=1)  # (B, K + S, 2d)
+        k, v = keys.view(b, -1, 2, h, dh).unbind(2)  # (B, K + S, h, dh)
+        q = self.read_q(item).view(b, 1, h, dh) / dh**0.5
+        seen = torch.cat([kept.new_ones(b, self.num_slots, 1), kept | now], dim=1)  # (B, K+S, 1)
+        scores = (q * k).sum(-1).masked_fill(~seen, float("-inf"))  # (B, K + S, h)
+        read = (torch.softmax(scores, dim=1).unsqueeze(-1) * v).sum(1).reshape(b, d)
+        y = self.norm_read(item + self.read_out(read))
+        y = self.norm_ff(y + self.ff(y))
+        segment = state["segment"].to(x.dtype) * kept + item.unsqueeze(1) * now  # (B, S, d)
+        end = pos == s_len - 1
+        if x.device.type != "cpu" or bool(end.any()):  # a segment ends: encode it and write
+            written = self.write(slots, self.encoder(segment))
+            slots = torch.where(end[:, None, None], written, slots)
+            slot_kv = torch.where(end[:, None, None], self.read_kv(slots), slot_kv)
+        phase = (pos + 1) % s_len
+        is_open = (phase > 0).view(-1, 1, 1)
+        new_state = {"slots": slots, "segment": segment * is_open, "phase": phase}
+        attach_cache(new_state, "segment", stamp, {"slot_kv": slot_kv, "item_kv": item_kv},
+                     sources=("slots", "phase"))
+        size = self.num_slots + 1 + pos.to(x.dtype).mean()
+        return y.unsqueeze(0), new_state, {"memory_size": size}
 
     def _phase(self, x: Tensor, state: State, episode_starts: Tensor) -> Tensor:
         """(T, B) long: each step's position in its segment, counted from the episode start."""
@@ -280,8 +331,16 @@ class RehearsalMemory(Memory):
         done = tau < t_len
         tau_c = tau.clamp(max=t_len - 1)
         seg_index = (tau_c + 1).unsqueeze(-1) + j  # steps tau - S + 1 .. tau, in ext
-        seg_items = ext[seg_index, rows.view(1, batch, 1)]  # (R, B, S, d)
-        features = self.encoder(seg_items.reshape(n_rounds * batch, s_len, d))
+        seg_items = ext[seg_index, rows.view(1, batch, 1)].reshape(n_rounds * batch, s_len, d)
+        if device.type == "cpu":
+            # encode only the segments that end (round r of a row without an r-th segment end
+            # is thrown away); the host read is free on CPU, and accelerators encode them all
+            ends = torch.nonzero(done.reshape(-1)).squeeze(1)
+            features = seg_items.new_zeros(seg_items.shape).index_copy(
+                0, ends, self.encoder(seg_items.index_select(0, ends))
+            )
+        else:
+            features = self.encoder(seg_items)
         features = features.view(n_rounds, batch, s_len, d)
         prev_tau = torch.cat([tau.new_full((1, batch), -1), tau[:-1]])
         fresh = reset.gather(0, tau_c) > prev_tau  # an episode started since the previous write

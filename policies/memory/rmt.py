@@ -104,5 +104,58 @@ class RMTMemory(SegmentMemory):
         h = self.norm(h)
         return h[:, m:-m], h[:, -m:]
 
+    # acting cache: each layer's keys and values of the open segment's steps, "kv_l" (B, S, 2d)
+
+    def encode_open(self, memory: Tensor, segment: Tensor, phase: Tensor) -> dict[str, Tensor]:
+        m, s = self.memory_len, self.segment_len
+        tokens = torch.cat([memory, self.embed(segment)], dim=1) + self.positions[: m + s]
+        valid = torch.arange(s, device=segment.device) < phase.unsqueeze(1)  # (B, S)
+        keys = torch.cat([valid.new_ones(valid.shape[0], m), valid], dim=1)
+        mask = self.static_mask[: m + s, : m + s].unsqueeze(0) & keys.unsqueeze(1)
+        cache, h = {}, tokens
+        for l, block in enumerate(self.blocks):
+            h, kv = block.forward_keys(h, mask)
+            cache[f"kv_{l}"] = kv[:, m:]
+        return cache
+
+    def step(
+        self, memory: Tensor, x: Tensor, pos: Tensor, cache: dict[str, Tensor], write: bool
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        m, s = self.memory_len, self.segment_len
+        b = x.shape[0]
+        # the step's token between its segment's read tokens and (at a segment end) write tokens;
+        # the keys are [read; cached steps (S slots); step; write]
+        step = self.embed(x) + self.positions.index_select(0, m + pos)
+        parts = [memory + self.positions[:m], step.unsqueeze(1)]
+        if write:
+            parts.append(memory + self.positions[m + s :])
+        h = torch.cat(parts, dim=1)
+        slot = torch.arange(s, device=x.device)
+        earlier = slot < pos.unsqueeze(1)  # (B, S): cached steps of the segment
+        yes, no = earlier.new_ones(b, 1), earlier.new_zeros(b, 1)
+        read_row = torch.cat([yes.expand(b, m), torch.zeros_like(earlier), no, no.expand(b, m)],
+                             dim=1)
+        step_row = torch.cat([yes.expand(b, m), earlier, yes, no.expand(b, m)], dim=1)
+        rows = [read_row.unsqueeze(1).expand(-1, m, -1), step_row.unsqueeze(1)]
+        if write:
+            write_row = torch.cat([yes.expand(b, m), earlier, yes, yes.expand(b, m)], dim=1)
+            rows.append(write_row.unsqueeze(1).expand(-1, m, -1))
+        mask = torch.cat(rows, dim=1)
+        if not write:
+            mask = mask[..., : m + s + 1]
+        kept = earlier.unsqueeze(-1)
+        now = (slot == pos.unsqueeze(1)).unsqueeze(-1)
+        new = {}
+        for l, block in enumerate(self.blocks):
+            steps = cache[f"kv_{l}"]
+
+            def keys(kv: Tensor, steps: Tensor = steps) -> Tensor:
+                return torch.cat([kv[:, :m], steps, kv[:, m:]], dim=1)
+
+            h, kv = block.forward_keys(h, mask, keys=keys)
+            new[f"kv_{l}"] = steps * kept + kv[:, m : m + 1] * now
+        h = self.norm(h)
+        return h[:, m], (h[:, m + 1 :] if write else None), new
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_layers={self.num_layers}, num_heads={self.num_heads}"

@@ -50,7 +50,8 @@ class _RNNMemory(Memory):
     ) -> tuple[Tensor, State, dict[str, Tensor]]:
         hs = [state[k].transpose(0, 1).contiguous() for k in self.state_keys]  # (layers, B, H)
         outs = []
-        bounds = _run_boundaries(episode_starts)
+        # one step (acting) is one run: no host read of where the runs are
+        bounds = [0, 1] if x.shape[0] == 1 else _run_boundaries(episode_starts)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             keep = (~episode_starts[lo]).to(x.dtype).view(1, -1, 1)
             hs = [h * keep for h in hs]

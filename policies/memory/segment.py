@@ -8,6 +8,10 @@ segment still open (its raw inputs, ``(B, S, D_in)``, zero after the ``phase`` s
 the phase. A step in the middle of a segment recomputes the open segment's (at most ``S``) steps:
 one call over ``T`` steps, ``T`` one-step calls and any chunking give the same outputs.
 
+Acting cache (:mod:`.acting`): a one-step call without gradients keeps what the open segment's
+steps contribute to its later ones (each layer's keys and values, and what the write needs), so a
+step runs alone instead of recomputing its open segment; the write runs only at segment ends.
+
 A call is laid out as ``(B, K, S)`` slots: segment 0 of an env is the one open at the call's
 start (possibly empty), and every step at position 0 opens the next one. The memory then runs
 one loop over the ``K`` segments (``K ~ T / S + 1``), each vectorised over the batch with masks.
@@ -16,12 +20,14 @@ one loop over the ``K`` segments (``K ~ T / S + 1``), each vectorised over the b
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .acting import acting_call, attach_cache, cache_stamp, cached
 from .base import Memory, State
 
 __all__ = ["Block", "MultiheadAttention", "SegmentLayout", "SegmentMemory", "segment_layout"]
@@ -102,12 +108,17 @@ class MultiheadAttention(nn.Module):
         return t.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
 
     def forward(self, query: Tensor, source: Tensor, mask: Tensor | None = None) -> Tensor:
-        q = self._heads(self.q(query))
-        k, v = (self._heads(t) for t in self.kv(source).chunk(2, dim=-1))
+        return self.attend(self.q(query), self.kv(source), mask)
+
+    def attend(self, q: Tensor, kv: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Attention of projected queries ``q`` (B, Lq, d) over projected keys and values ``kv``
+        (B, Lk, 2d) (what :attr:`kv` makes of the source; an acting cache keeps them)."""
+        qh = self._heads(q)
+        k, v = (self._heads(t) for t in kv.chunk(2, dim=-1))
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # broadcast over heads
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).reshape(query.shape))
+        y = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(q.shape))
 
 
 class Block(nn.Module):
@@ -130,11 +141,22 @@ class Block(nn.Module):
 
     def forward(self, h: Tensor, mask: Tensor, memory: Tensor | None = None) -> Tensor:
         """``h`` (B, L, d), ``mask`` (B or 1, L, L) bool, ``memory`` (B, M, d) when ``cross``."""
+        return self.forward_keys(h, mask, memory)[0]
+
+    def forward_keys(
+        self, h: Tensor, mask: Tensor, memory: Tensor | None = None,
+        keys: Callable[[Tensor], Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` that also returns the self-attention's keys and values of ``h``
+        (B, L, 2d). ``keys`` maps them to the keys and values attended (e.g. with cached ones of
+        earlier tokens around them, which ``mask`` (B, L, Lk) then covers); default: themselves.
+        """
         a = self.norm_self(h)
-        h = h + self.self_attn(a, a, mask)
+        kv = self.self_attn.kv(a)
+        h = h + self.self_attn.attend(self.self_attn.q(a), kv if keys is None else keys(kv), mask)
         if self.cross:
             h = h + self.cross_attn(self.norm_cross(h), self.norm_memory(memory))
-        return h + self.ff(self.norm_ff(h))
+        return h + self.ff(self.norm_ff(h)), kv
 
 
 # the shared memory loop
@@ -186,6 +208,23 @@ class SegmentMemory(Memory):
         (B, S, output_dim), where slot ``j`` depends only on the memory and slots ``<= j``, and the
         written memory (B, memory_len, d_model), used only when the segment is complete."""
 
+    @abc.abstractmethod
+    def encode_open(self, memory: Tensor, segment: Tensor, phase: Tensor) -> dict[str, Tensor]:
+        """The acting cache of the open segments: what later steps of a segment need of its
+        earlier ones (per-layer keys and values, ...), from the memory they read (B, M, d), their
+        raw inputs ``segment`` (B, S, input_dim) and ``phase`` (B,) (slots ``< phase`` hold
+        steps). Entries of slots ``>= phase`` are never read."""
+
+    @abc.abstractmethod
+    def step(
+        self, memory: Tensor, x: Tensor, pos: Tensor, cache: dict[str, Tensor], write: bool
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """One acting step of every env: ``memory`` (B, M, d) read by the step's segment, ``x``
+        (B, input_dim) the step at position ``pos`` (B,) of its segment, ``cache`` the acting
+        cache of the segment's earlier steps. Returns the step's output (B, output_dim), the
+        written memory (B, M, d) when ``write`` (used where ``pos`` is the segment's last slot;
+        None otherwise), and the cache with the step in slot ``pos``."""
+
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         device = self.device if device is None else device
         memory = self.initial_memory().detach().to(device)
@@ -203,9 +242,12 @@ class SegmentMemory(Memory):
                 f"x must be (T, B, D) and episode_starts (T, B); got x {tuple(x.shape)}, "
                 f"episode_starts {tuple(episode_starts.shape)}"
             )
+        acting = acting_call(self)
         if x.shape[0] == 0:  # nothing to run: the state is unchanged
             y = x.new_zeros(0, x.shape[1], self.output_dim)
             return y, dict(state), {"memory_size": x.new_zeros(())}
+        if acting and x.shape[0] == 1:
+            return self._act(x[0], state, episode_starts[0].to(torch.bool))
         lay = segment_layout(x, episode_starts, state["segment"], state["phase"], self.segment_len)
         init = self.initial_memory().unsqueeze(0)  # (1, M, d)
         memory = state["memory"]
@@ -222,6 +264,35 @@ class SegmentMemory(Memory):
         new_state = {"memory": memory, "segment": lay.carried, "phase": lay.phase}
         attended = (self.memory_len + lay.pos + 1).to(x.dtype)
         return y, new_state, {"memory_size": attended.mean().detach()}
+
+    def _act(
+        self, x: Tensor, state: State, reset: Tensor
+    ) -> tuple[Tensor, State, dict[str, Tensor]]:
+        """One step without gradients on the acting cache of the open segment: the step runs
+        alone against its segment's cached earlier steps (instead of the whole open segment
+        again), and the write runs only when some env's segment ends (always on accelerators, so
+        that nothing is read back to the host). ``x`` (B, input_dim), ``reset`` (B,) bool."""
+        stamp = cache_stamp(self, self.parameters())
+        s = self.segment_len
+        pos = state["phase"] * ~reset  # (B,): the step's slot; 0 on an episode start
+        init = self.initial_memory().unsqueeze(0)
+        read = torch.where(reset[:, None, None], init, state["memory"])
+        cache = cached(state, "segment", stamp)
+        if cache is None:  # from the stored open segments
+            cache = self.encode_open(state["memory"], state["segment"], state["phase"])
+        complete = pos == s - 1
+        write = x.device.type != "cpu" or bool(complete.any())
+        y, written, cache = self.step(read, x, pos, cache, write)
+        memory = read if written is None else torch.where(complete[:, None, None], written, read)
+        phase = (pos + 1) % s
+        slot = torch.arange(s, device=x.device)
+        kept = (slot < pos.unsqueeze(1)).unsqueeze(-1)  # (B, S, 1) earlier steps of the segment
+        now = (slot == pos.unsqueeze(1)).unsqueeze(-1)
+        segment = (state["segment"] * kept + x.unsqueeze(1) * now) * (phase > 0).view(-1, 1, 1)
+        new_state = {"memory": memory, "segment": segment, "phase": phase}
+        attach_cache(new_state, "segment", stamp, cache, sources=("memory", "phase"))
+        attended = (self.memory_len + pos + 1).to(x.dtype)
+        return y.unsqueeze(0), new_state, {"memory_size": attended.mean()}
 
     def extra_repr(self) -> str:
         return (

@@ -32,6 +32,7 @@ class TransformerXLMemory(CachedTransformerMemory):
         dropout: float = 0.0,
         position_window: int = 32,
         random_shortening: bool = False,
+        fixed_capacity: bool | None = None,
     ) -> None:
         """
         Args:
@@ -46,6 +47,9 @@ class TransformerXLMemory(CachedTransformerMemory):
                 back; 0 disables them.
             random_shortening: in training mode, draw ``l ~ U(0, L)`` per call and attend to
                 nothing farther than ``l`` steps back (off by default: the plain baseline).
+            fixed_capacity: True: keep ``max_span`` cache slots per layer from the first step
+                (static shapes, for graph capture); False: grow the cache to ``max_span``;
+                None: True on accelerators, False on CPU. The same outputs either way.
         """
         super().__init__(
             input_dim,
@@ -57,4 +61,5 @@ class TransformerXLMemory(CachedTransformerMemory):
             dropout=dropout,
             position_window=position_window,
             random_shortening=random_shortening,
+            fixed_capacity=fixed_capacity,
         )

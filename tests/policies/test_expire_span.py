@@ -285,10 +285,14 @@ def test_detached_sequences_match_a_detached_full_history_loop(boundary, build_m
     """Chunks with ``detach_state`` between them (agents' BPTT) give the task loss's gradients for
     the span predictors and all other parameters that a full-history loop does when the layer
     inputs before the cut are detached: old memories reach ``(w, b)`` through their spans."""
+    # in float64: the gradients are sums of terms that cancel, and the float32 rounding of the two
+    # orders of summation (block-parallel against the per-pair loop) reaches 1e-5
     mem = build_memory(
         "expire_span", D_IN, max_span=6, ramp=3.0, init_span_fraction=0.4, position_window=4
     )
+    mem.double()
     x, starts = stream(24, 2)
+    x = x.double()
     _, state, _ = mem(x[:boundary], mem.initial_state(2), starts[:boundary])
     y, _, _ = mem(x[boundary:], detach_state(state), starts[boundary:])
     names, params = zip(*mem.named_parameters(), strict=True)
