@@ -164,6 +164,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=positive_int, default=1, help="torch CPU threads (default: 1)"
     )
     parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time, steadier on a machine shared "
+        "with other processes (CPU devices only) (default: wall)",
+    )
+    parser.add_argument(
         "--repeats",
         type=positive_int,
         default=7,
@@ -284,17 +291,18 @@ class Cell:
             for t in range(self.t_len):
                 _, state, _ = self.mem(self.x[t : t + 1], state, self.starts[t : t + 1])
 
-    def run(self, timed: bool) -> None:
+    def run(self, timed: bool, clock: str = "wall") -> None:
         """Each workload once; ``timed`` records its seconds."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        now = time.process_time if clock == "cpu" else time.perf_counter
         for kind in WORKLOADS:
             fn = getattr(self, kind)
             sync()
-            start = time.perf_counter()
+            start = now()
             fn()
             sync()
             if timed:
-                self.times[kind].append(time.perf_counter() - start)
+                self.times[kind].append(now() - start)
 
     def row(self, times: dict[str, list[float]] | None = None) -> Row:
         times = self.times if times is None else times
@@ -330,14 +338,14 @@ def warm_up(cells: list[Cell], warmup: int) -> None:
             cell.run(timed=False)
 
 
-def measure(cells: list[Cell], repeats: int, warmup: int) -> list[Row]:
+def measure(cells: list[Cell], repeats: int, warmup: int, clock: str = "wall") -> list[Row]:
     """Warm every cell up, then time the cells round-robin, ``repeats`` rounds: load from other
     processes on a shared machine then falls on every memory alike, keeping the ratios fair."""
     warm_up(cells, warmup)
     for r in range(repeats):
         start = time.perf_counter()
         for cell in cells:
-            cell.run(timed=True)
+            cell.run(timed=True, clock=clock)
         progress(f"round {r + 1}/{repeats} ({time.perf_counter() - start:.1f} s)")
     return [cell.row() for cell in cells]
 
@@ -349,7 +357,7 @@ def child_argv(args: argparse.Namespace, code: Path) -> list[str]:
             "--d-model", *map(str, args.d_model), "--seq-len", str(args.seq_len),
             "--batch-size", str(args.batch_size), "--input-dim", str(args.input_dim),
             "--prefill", str(args.prefill), "--device", *args.device,
-            "--threads", str(args.threads), "--seed", str(args.seed)]
+            "--threads", str(args.threads), "--seed", str(args.seed), "--clock", args.clock]
     for name, key, value in args.set:
         argv += ["--set", f"{name}.{key}={value!r}"]
     if args.with_auxiliary_losses:
@@ -364,8 +372,9 @@ def measure_against(cells: list[Cell], args: argparse.Namespace) -> tuple[list[R
     for r in range(args.repeats):
         order = (("this", ROOT), ("baseline", args.baseline))
         for tag, code in order if r % 2 == 0 else order[::-1]:
-            out = subprocess.run(child_argv(args, code), capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(child_argv(args, code), capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"timing {code} failed:\n{out.stderr}")
             times[tag].append(json.loads(out.stdout))
         progress(f"round {r + 1}/{args.repeats}")
 
@@ -403,7 +412,8 @@ def table(rows: list[Row], args: argparse.Namespace, baseline: list[Row] | None 
     lines = [
         f"Memory cost per step: T={args.seq_len}, B={args.batch_size}, input {args.input_dim}; "
         f"median of {args.repeats} round-robin rounds after {args.warmup} warm-up runs; "
-        f"{args.threads} torch thread(s); {platform.processor() or platform.machine()}, "
+        f"{args.threads} torch thread(s); {args.clock} clock; "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, "
         f"torch {torch.__version__}. forward: eval, no grad, one call over T steps; fwd+bwd: "
         f"train mode, loss = mean output + aux loss_*{aux}; act: T one-step calls, state passed "
@@ -442,6 +452,8 @@ def main(argv: list[str] | None = None) -> str:
         devices.append(torch.device(name))
     if not devices:
         raise SystemExit("no requested device is available")
+    if args.clock == "cpu" and any(d.type != "cpu" for d in devices):
+        raise SystemExit("--clock cpu times CPU work only; use --clock wall with cuda")
     cells = [
         Cell(name, width, device, args)
         for device in devices
@@ -452,7 +464,7 @@ def main(argv: list[str] | None = None) -> str:
         warm_up(cells, args.warmup)
         for _ in range(args.repeats):
             for cell in cells:
-                cell.run(timed=True)
+                cell.run(timed=True, clock=args.clock)
         text = json.dumps([cell.times for cell in cells])
         print(text)
         return text
@@ -460,7 +472,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.baseline is not None:
         rows, baseline = measure_against(cells, args)
     else:
-        rows = measure(cells, args.repeats, args.warmup)
+        rows = measure(cells, args.repeats, args.warmup, args.clock)
     for row in rows:
         progress(
             f"{row.name} width {row.width} {row.device}: forward {row.forward_us:,.0f} µs/step, "

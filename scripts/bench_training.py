@@ -40,8 +40,11 @@ from policies import available_policies  # noqa: E402
 
 
 def ours(policy: str, env: str, n_envs: int, n_steps: int, steps: int, device: str,
-         vec: str = "sync", n_minibatches: int | None = None) -> tuple[float, float]:
-    """(env steps/s of training, env steps/s of rollout collection alone) of our PPO."""
+         vec: str = "sync", n_minibatches: int | None = None,
+         clock: str = "wall") -> tuple[float, float]:
+    """(env steps/s of training, env steps/s of rollout collection alone) of our PPO; with
+    ``clock="cpu"`` per second of this process's CPU time (rollout collection: wall time)."""
+    now = time.process_time if clock == "cpu" else time.perf_counter
     model = PPO(policy, env, tensorboard_log=None, checkpoint_path=None, n_envs=n_envs,
                 rollout_len=n_steps, bptt_len=n_steps,
                 n_minibatches=n_minibatches or n_envs // 2 or 1, device=device, vec=vec)
@@ -51,10 +54,10 @@ def ours(policy: str, env: str, n_envs: int, n_steps: int, steps: int, device: s
     def timing(m: PPO) -> None:
         rollout_s.append(m.last_stats["time/rollout_s"])
 
-    t0 = time.perf_counter()
+    t0 = now()
     start = model.num_timesteps
     model.learn(start + steps, progress_bar=False, reset_num_timesteps=False, callback=timing)
-    total = (model.num_timesteps - start) / (time.perf_counter() - t0)
+    total = (model.num_timesteps - start) / (now() - t0)
     return total, (model.num_timesteps - start) / sum(rollout_s)
 
 
@@ -72,7 +75,9 @@ def ours_with(code: Path, args: tuple) -> tuple[float, float]:
     """:func:`ours` in a child process that imports ``agents`` and ``policies`` from ``code``."""
     src = OURS_CHILD.format(code=str(code), threads=torch.get_num_threads(),
                             ours=inspect.getsource(ours), args=args)
-    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"timing {code} failed:\n{out.stderr}")
     total, collect = json.loads(out.stdout.strip().splitlines()[-1])
     return total, collect
 
@@ -89,7 +94,8 @@ def best_of(code_dirs: dict[str, Path], args: tuple, repeats: int) -> dict[str, 
     return best
 
 
-def sb3(kind: str, env: str, n_envs: int, n_steps: int, steps: int, device: str) -> float:
+def sb3(kind: str, env: str, n_envs: int, n_steps: int, steps: int, device: str,
+        clock: str = "wall") -> float:
     from stable_baselines3.common.env_util import make_vec_env
 
     import envs  # noqa: F401
@@ -106,22 +112,23 @@ def sb3(kind: str, env: str, n_envs: int, n_steps: int, steps: int, device: str)
         model = RecurrentPPO("MlpLstmPolicy", venv, n_steps=n_steps,
                              batch_size=n_steps * n_envs // 4, device=device, verbose=0)
     model.learn(n_envs * n_steps)  # warm-up
-    t0 = time.perf_counter()
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    t0 = now()
     model.learn(steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - t0)
+    return steps / (now() - t0)
 
 
 def throughput_table(args) -> str:
     rows: list[tuple[str, float, float | None, float | None]] = []
-    base = sb3("ppo", args.env, args.n_envs, args.n_steps, args.steps, args.device)
+    base = sb3("ppo", args.env, args.n_envs, args.n_steps, args.steps, args.device, args.clock)
     rows.append(("SB3 PPO (MLP)", base, None, None))
     rows.append(("sb3-contrib RecurrentPPO (LSTM)",
-                 sb3("recurrent", args.env, args.n_envs, args.n_steps, args.steps, args.device),
-                 None, None))
+                 sb3("recurrent", args.env, args.n_envs, args.n_steps, args.steps, args.device,
+                     args.clock), None, None))
     for name in args.policies or available_policies():
         for vec in args.vec:
             run = (name, args.env, args.n_envs, args.n_steps, args.steps, args.device, vec,
-                   args.n_minibatches)
+                   args.n_minibatches, args.clock)
             if args.baseline is None:
                 sps, collect = ours(*run)
                 rows.append((f"ours PPO, {name}, {vec} envs", sps, collect, None))
@@ -133,6 +140,7 @@ def throughput_table(args) -> str:
     lines = [f"Env {args.env}, {args.n_envs} envs x {args.n_steps} steps per rollout "
              f"({args.n_minibatches or args.n_envs // 2 or 1} minibatches for ours), "
              f"{args.steps} timed steps, device {args.device}"
+             + ("; steps per CPU-second of the process" if args.clock == "cpu" else "")
              + (f"; ours: best of {args.repeats} runs alternating with the code of "
                 f"{args.baseline}, the speedup against it in the last column" if against else ""),
              "",
@@ -232,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-envs", type=int, default=8, help="parallel envs (all agents)")
     parser.add_argument("--n-steps", type=int, default=128, help="rollout length (all agents)")
     parser.add_argument("--steps", type=int, default=8192, help="timed env steps per agent")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: steps per elapsed second; cpu: per second of the process's "
+                             "CPU time, steadier on a machine shared with other processes")
     parser.add_argument("--n-minibatches", type=int, default=None,
                         help="minibatches per epoch of our PPO (default: n_envs // 2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

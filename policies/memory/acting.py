@@ -82,8 +82,14 @@ def cache_stamp(memory: nn.Module, parameters: Iterable[Tensor]) -> Stamp:
     token = memory.__dict__.get("_cache_token")
     if token is None:
         token = memory.__dict__["_cache_token"] = object()
-    versions = tuple((p._version, p.data_ptr()) for p in parameters)
+    versions = tuple((_version(p), p.data_ptr()) for p in parameters)
     return token, memory.__dict__.get("_training_calls", 0), versions
+
+
+def _version(tensor: Tensor) -> int:
+    """The tensor's autograd version counter; -1 for inference-mode tensors, which have none (an
+    in-place change of one inside ``torch.inference_mode`` is not noticed)."""
+    return -1 if tensor.is_inference() else tensor._version
 
 
 def _entry(tensor: Tensor) -> _Cache | None:
@@ -101,7 +107,7 @@ def cached(state: dict[str, Tensor], anchor: str, stamp: Stamp) -> dict[str, Ten
         return None
     for key, ref, version in entry.sources:
         now = state.get(key)
-        if now is None or now is not ref() or now._version != version:
+        if now is None or now is not ref() or _version(now) != version:
             return None
     return entry.values
 
@@ -115,7 +121,7 @@ def attach_cache(
     tensor = state[anchor]
     key = id(tensor)
     ref = weakref.ref(tensor, lambda r, key=key: _forget(key, r))
-    made_from = tuple((k, weakref.ref(state[k]), state[k]._version) for k in (anchor, *sources))
+    made_from = tuple((k, weakref.ref(state[k]), _version(state[k])) for k in (anchor, *sources))
     _CACHES[key] = _Cache(ref, stamp, made_from, values)
 
 

@@ -338,3 +338,17 @@ def test_rehearsal_encodes_and_writes_only_where_a_segment_ends():
         mem(x, mem.initial_state(2), starts)
     # one call over the sequence encodes exactly the 4 segments that end
     assert encoded == [4], encoded
+
+
+def test_inference_mode_acts_with_the_cache():
+    mem = build("expire_span", CONFIGS["expire_span"][0])
+    x, starts = stream()
+    y_want, _, _ = steps(mem, x, starts)
+    state = mem.initial_state(B)
+    ys = []
+    with torch.inference_mode():
+        for t in range(T):
+            y, state, _ = mem(x[t : t + 1], state, starts[t : t + 1])
+            ys.append(y)
+    torch.testing.assert_close(torch.cat(ys), y_want, atol=1e-5, rtol=1e-4)
+    assert any(has_cache(v) for v in state.values())
