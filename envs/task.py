@@ -17,6 +17,7 @@ The class is the gymnasium single env (its state one :class:`~envs.arrays.One`),
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -84,7 +85,7 @@ def object_words(obj: Any) -> list[str]:
     return ["wall"] if obj.type == "wall" else [obj.type, obj.color]
 
 
-class TaskEnv(gym.Env):
+class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
     """A word-grid memory task: the rules, written once, and the single env that runs them.
 
     Subclasses call ``super().__init__`` with the vocabulary and implement the rules (below).
@@ -137,25 +138,25 @@ class TaskEnv(gym.Env):
         """Constant tables of the rules in namespace ``xp`` (``s.T`` in the other methods)."""
         return None
 
+    @abc.abstractmethod
     def start(self, s: Any) -> None:
         """Begins an episode: sets every field of the task from the draws of ``s.key``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def transition(self, s: Any) -> None:
         """One step of ``s.action`` (``s.t`` already counts it)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def observe(self, s: Any) -> Any:
         """The ``(3, 3, V)`` observation (``(N, 3, 3, V)`` for a batch)."""
-        raise NotImplementedError
 
     def time_limit(self, s: Any) -> Any:
         """Steps before truncation (a field, or :attr:`max_steps`)."""
         return self.max_steps
 
+    @abc.abstractmethod
     def draw(self, s: One) -> tuple[Grid, tuple[int, int]]:
         """One env's map as a minigrid grid, and the agent's cell: what ``render`` shows."""
-        raise NotImplementedError
 
     # gymnasium API
 
