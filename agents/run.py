@@ -88,12 +88,14 @@ class TrainingRun:
                 self.logger.message(self._where())
             self.signals.notify = self.logger.message if main else None
             self.signals.install()
+            agent.run_logger = self.logger
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.agent.run_logger = None
         self.signals.uninstall()
         if self.logger is not None:
             self.logger.close()

@@ -41,6 +41,7 @@ from .checkpoint import checkpoint_payload, load_agent, save_checkpoint
 from .config import AgentConfig, make_optimizer
 from .distributed import process_device, setup
 from .inputs import predict_inputs
+from .logger import RunLogger
 from .presets import configure
 from .run import NonFiniteLossError, TrainingRun
 from .schedules import set_learning_rate, update_config
@@ -139,6 +140,9 @@ class ActorCriticTrainer:
         self._checkpoint_given = checkpoint_path is not None
         self._claimed_log_dir = False
         self.last_stats: dict[str, float] = {}
+        self.run_logger: RunLogger | None = None
+        """The logger of the ``learn`` call in progress (None outside one): callbacks log
+        through it."""
         self.last_success_rate: float | None = None
 
     # acting

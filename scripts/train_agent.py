@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import ALGORITHMS, NonFiniteLossError, RunLockedError, TrainingInterrupted  # noqa: E402
+from agents.callbacks import EvalCallback  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from agents.cli import OneLineParser, add_config_options, config_options, parse_kv  # noqa: E402
 from agents.config import AgentConfig  # noqa: E402
@@ -123,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", default=None,
                         help="root of the run directories (default: runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev = parser.add_argument_group(
+        "evaluation during training (agents.callbacks.EvalCallback; logged under eval/)")
+    ev.add_argument("--eval-every", type=int, default=0, metavar="STEPS",
+                    help="evaluate the policy on fresh episodes (env seeds from 10000) every "
+                         "STEPS env steps; 0: never")
+    ev.add_argument("--eval-episodes", type=int, default=200,
+                    help="episodes per evaluation (deterministic actions)")
+    ev.add_argument("--stop-at-success", type=float, default=None, metavar="RATE",
+                    help="stop training at the first evaluation whose success rate reaches RATE "
+                         "(needs --eval-every)")
     group = parser.add_argument_group("trainer (the --algo preset gives the defaults)")
     presets = {name: cls.config_class() for name, cls in sorted(ALGORITHMS.items())}
     add_config_options(group, AgentConfig, presets)
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.total_steps is not None:
             check_int("--total-steps", args.total_steps, ge=1)
+        callback = eval_callback(args)
         main_rank = launch_info().rank == 0
         model = make_model(args, options)
     except ValueError as err:  # unknown env / policy hyperparameter / config / bad checkpoint
@@ -200,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{total} ({sum(p.numel() for p in model.policy.parameters())} parameters, device "
               f"{model.device}{ranks})", flush=True)
     try:
-        model.learn(total, progress_bar=not args.no_progress, reset_num_timesteps=not args.resume)
+        model.learn(total, progress_bar=not args.no_progress, reset_num_timesteps=not args.resume,
+                    callback=callback)
     except TrainingInterrupted as stop:
         again = f"; continue with --resume {stop.checkpoint}" if stop.checkpoint else ""
         return _fail(parser, main_rank, f"{stop}{again}", stop.exit_status, label="")
@@ -216,8 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutdown()
     if main_rank:
-        summary(model, time.perf_counter() - t0)
+        summary(model, time.perf_counter() - t0, callback)
     return 0
+
+
+def eval_callback(args: argparse.Namespace) -> EvalCallback | None:
+    """The evaluation the options ask for (None: --eval-every 0)."""
+    check_int("--eval-every", args.eval_every, ge=0)
+    check_int("--eval-episodes", args.eval_episodes, ge=1)
+    if args.stop_at_success is not None:
+        if not args.eval_every:
+            raise ValueError("--stop-at-success needs --eval-every STEPS (evaluations to stop at)")
+        if not 0.0 <= args.stop_at_success <= 1.0:
+            raise ValueError(f"--stop-at-success must lie in [0, 1], got {args.stop_at_success}")
+    if not args.eval_every:
+        return None
+    return EvalCallback(args.eval_every, args.eval_episodes, args.stop_at_success)
 
 
 def _fail(parser: argparse.ArgumentParser, main_rank: bool, message: str, status: int,
@@ -228,13 +255,22 @@ def _fail(parser: argparse.ArgumentParser, main_rank: bool, message: str, status
     return status
 
 
-def summary(model: Any, wall: float) -> None:
+def summary(model: Any, wall: float, callback: EvalCallback | None = None) -> None:
     success = model.last_success_rate
     print("\nsummary")
     print(f"  world size:    {model.dist.world_size} ({model.config.n_envs} envs per rank)")
     print(f"  steps:         {model.num_timesteps} (all ranks)")
     print(f"  wall time:     {wall:.1f} s ({model.num_timesteps / max(wall, 1e-9):.0f} steps/s)")
     print(f"  success rate:  {'n/a' if success is None else f'{success:.3f}'} (last update)")
+    if callback is not None and callback.history:
+        last = callback.history[-1]
+        print(f"  evaluation:    success {last['success']:.3f} over {callback.episodes} episodes "
+              f"at step {last['step']}")
+        if callback.stop_at_success is not None:
+            hit = callback.solved_at
+            print("  solved:        " + (
+                f"success >= {callback.stop_at_success} at step {hit['step']}, after "
+                f"{hit['train_wall_s']:.1f} s of training" if hit else "no"))
     print(f"  log dir:       {model.log_dir}")
     print(f"  checkpoint:    {model.checkpoint_path}")
 
