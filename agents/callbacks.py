@@ -61,7 +61,8 @@ class EvalCallback:
             raise ValueError(f"stop_at_success must lie in [0, 1], got {self.stop_at_success!r}")
         self._next: int | None = None
         self._t0: float | None = None
-        self._eval_s = 0.0
+        self.eval_s = 0.0
+        """Seconds spent evaluating so far."""
 
     @property
     def solved_at(self) -> dict[str, Any] | None:
@@ -99,7 +100,7 @@ class EvalCallback:
 
     def _evaluate(self, agent: ActorCriticTrainer, now: float) -> dict[str, Any]:
         assert self._t0 is not None
-        train_wall = now - self._t0 - self._eval_s
+        train_wall = now - self._t0 - self.eval_s
         t0 = time.perf_counter()
         was_training = agent.policy.training
         env_id = self.env_id or agent.env_id
@@ -110,7 +111,7 @@ class EvalCallback:
                           deterministic=self.deterministic, env_kwargs=kwargs)
         agent.policy.train(was_training)
         spent = time.perf_counter() - t0
-        self._eval_s += spent
+        self.eval_s += spent
         return {
             "step": agent.num_timesteps,
             "success": float(ev["success"].mean()),
