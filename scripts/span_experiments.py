@@ -45,6 +45,10 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
         {}, 413_696),
     "budget20_fast": ({"memory_budget": 20.0, "budget_lr": 0.1, "alpha_max": 1e-3}, {}, 532_480),
     "budget20": ({"memory_budget": 20.0, "budget_lr": 0.02, "alpha_max": 5e-5}, {}, TOTAL),
+    # the paper's penalty only after the task is learned (alpha = 0 learns it by ~400k steps):
+    # the trainer's aux_start_step at the entropy bonus's start
+    "after_learning_5e-6": (PAPER, {"aux_start_step": 819_200}, TOTAL),
+    "after_learning_2e-6": ({"alpha": 2e-6}, {"aux_start_step": 819_200}, TOTAL),
 }
 
 
