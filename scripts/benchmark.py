@@ -25,9 +25,9 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -44,8 +44,7 @@ from policies import available_policies  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     """One task of the benchmark: its env id and its default step budget."""
 
     env: str
