@@ -177,3 +177,18 @@ def test_evaluate_reports_measures_acting_deterministically_and_by_sampling() ->
     corridor = evaluate(PPO("none", "MemoRL/Corridor-L10-v0", tensorboard_log=None, n_envs=2,
                             n_minibatches=2), "MemoRL/Corridor-L10-v0", 2, n_envs=2)
     np.testing.assert_array_equal(corridor["metrics"]["length"], [10, 10])  # the corridor's own
+
+
+def test_evaluate_agent_prints_the_measures(script, tmp_path, capsys) -> None:
+    model = PPO("none", PORTAL, tensorboard_log=None, n_envs=2, n_minibatches=2,
+                policy_kwargs={"features_dim": 16})
+    model.save(tmp_path / "portal.pt")
+    for flags in ([], ["--stochastic"]):
+        code = script("evaluate_agent").main([str(tmp_path / "portal.pt"), "--episodes", "6",
+                                              "--n-envs", "3", "--seed", "7", *flags])
+        assert code == 0
+        line = capsys.readouterr().out.splitlines()[1]
+        assert line.startswith("task measures (mean over the episodes): rooms_reached ")
+        if not flags:  # deterministic: the same as evaluate() with those seeds
+            want = evaluate(model, PORTAL, 6, n_envs=3, seed=7)["metrics"]["rooms_reached"]
+            assert line.endswith(f"rooms_reached {want.mean():.3f}")
