@@ -306,7 +306,7 @@ def report_tables(results: list[dict[str, Any]], episodes_note: str) -> str:
                                    for n in _with_ratios(r["deterministic"].get("metrics", {}))))
         head = ["algo", "memory", "seeds", "steps", "success", "return",
                 *(f"`{n}`" for n in names), "success (sampled)", "return (sampled)",
-                *(f"`{n}` (sampled)" for n in names), "wall time (s)"]
+                *(f"`{n}` (sampled)" for n in names), "training wall time (s)"]
         lines += ["", f"## `{env}`", "",
                   "Final policy, deterministic unless marked sampled; mean ± standard deviation "
                   "over seeds.", "",
