@@ -18,7 +18,7 @@ from .trainer import ActorCriticTrainer
 from .validation import check_int
 from .vec import EnvStepper, make_vec_env
 
-__all__ = ["evaluate", "success_rate"]
+__all__ = ["evaluate", "success_rate", "summarize"]
 
 
 def _quotas(episodes: int, n_envs: int) -> np.ndarray:
@@ -38,7 +38,7 @@ def evaluate(
     seed: int = 10_000,
     deterministic: bool = True,
     env_kwargs: dict[str, Any] | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """Outcomes of ``model``'s policy over ``episodes`` episodes of ``env_id``.
 
     ``min(n_envs, episodes)`` envs seeded from ``seed`` (choose seeds unseen in training) each
@@ -48,14 +48,17 @@ def evaluate(
     Returns arrays of length ``episodes`` in env-major order: ``success`` (``info["success"]``;
     0 for an episode without the flag), ``return`` and ``length`` (steps); and ``memory_size``,
     one entry per evaluation step: the memories the policy attended per layer at that step
-    (``aux["memory_size"]``), averaged over the envs.
+    (``aux["memory_size"]``), averaged over the envs. ``metrics``: the task's own measures
+    (:func:`agents.vec.task_metrics`, e.g. ``rooms_reached`` on the Portal), name -> an array of
+    length ``episodes`` of the values the episodes' last ``info`` reported (NaN for an episode
+    without it); an empty dict for envs without such measures.
     """
     check_int("episodes", episodes, ge=1)
     check_int("n_envs", n_envs, ge=1)
     check_int("seed", seed, ge=0)
     n_envs = min(n_envs, episodes)
     quota = _quotas(episodes, n_envs)
-    kept: list[list[dict[str, float]]] = [[] for _ in range(n_envs)]
+    kept: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]
     venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device, env_kwargs=env_kwargs)
     try:
         for kind in ("observation", "action"):
@@ -83,6 +86,7 @@ def evaluate(
                 if len(kept[i]) < quota[i]:
                     kept[i].append(ep)
                     missing -= 1
+        names = stepper.metrics
     finally:
         venv.close()
     flat = [ep for env_eps in kept for ep in env_eps]
@@ -91,6 +95,24 @@ def evaluate(
         "return": np.array([ep["return"] for ep in flat]),
         "length": np.array([ep["length"] for ep in flat]),
         "memory_size": torch.stack(sizes).cpu().numpy() if sizes else np.zeros(0),
+        "metrics": {name: np.array([ep.get("metrics", {}).get(name, np.nan) for ep in flat])
+                    for name in names},
+    }
+
+
+def summarize(outcomes: dict[str, Any]) -> dict[str, Any]:
+    """The means of :func:`evaluate`'s outcomes: ``success``, ``return``, ``length``,
+    ``memory_size`` (None when the memory reports none), ``episodes`` and ``metrics`` (name ->
+    the mean of each task measure over the episodes that report it, None if none does)."""
+    sizes = outcomes["memory_size"]
+    return {
+        "success": float(outcomes["success"].mean()),
+        "return": float(outcomes["return"].mean()),
+        "length": float(outcomes["length"].mean()),
+        "memory_size": float(sizes.mean()) if len(sizes) else None,
+        "episodes": len(outcomes["success"]),
+        "metrics": {name: float(np.nanmean(v)) if np.isfinite(v).any() else None
+                    for name, v in outcomes.get("metrics", {}).items()},
     }
 
 

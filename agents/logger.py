@@ -109,8 +109,10 @@ class RunLogger:
             self.writer.close()
 
 
-def episode_scalars(episodes: list[dict[str, float]]) -> dict[str, float]:
-    """``charts/`` means over the ended episodes (success where the env reports it)."""
+def episode_scalars(episodes: list[dict[str, Any]]) -> dict[str, float]:
+    """``charts/`` means over the ended episodes: return, length, count, success where the env
+    reports it, and each of the task's own measures (an episode's ``"metrics"``, e.g.
+    ``charts/rooms_reached``) over the episodes that report it."""
     if not episodes:
         return {}
     out = {
@@ -121,6 +123,12 @@ def episode_scalars(episodes: list[dict[str, float]]) -> dict[str, float]:
     succ = [e["success"] for e in episodes if "success" in e]
     if succ:
         out["charts/success_rate"] = float(np.mean(succ))
+    measures: dict[str, list[float]] = {}
+    for e in episodes:
+        for name, value in e.get("metrics", {}).items():
+            measures.setdefault(name, []).append(value)
+    for name, values in measures.items():
+        out.setdefault(f"charts/{name}", float(np.mean(values)))  # (never over the above)
     return out
 
 

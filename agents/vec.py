@@ -48,6 +48,7 @@ __all__ = [
     "make_agent_env",
     "make_vec_env",
     "resolve_env",
+    "task_metrics",
 ]
 
 VecMode = Literal["auto", "batched", "sync", "async"]
@@ -249,6 +250,36 @@ def _make_batched(
     return venv
 
 
+def _metric_names(obj: Any) -> tuple[str, ...]:
+    """``obj.metrics`` when it is a tuple (or list) of names, else ``()``."""
+    names = getattr(obj, "metrics", None)
+    if isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return ()
+
+
+def task_metrics(venv: VectorEnv) -> tuple[str, ...]:
+    """The task's own measures that the envs of ``venv`` report in an episode's last ``info``:
+    the ``metrics`` a task declares (:attr:`envs.task.TaskEnv.metrics`, e.g.
+    ``("rooms_reached",)`` on the Portal), read from a batched env's task or from the first
+    single env of a ``SyncVectorEnv`` / ``AsyncVectorEnv``; ``()`` for envs that declare none
+    (gymnasium's and minigrid's)."""
+    base = venv.unwrapped
+    task = getattr(base, "task", None)
+    if task is not None:
+        return _metric_names(task)
+    if isinstance(base, SyncVectorEnv):
+        return _metric_names(base.envs[0].unwrapped)
+    fns = getattr(base, "env_fns", None)  # AsyncVectorEnv: a throwaway copy of one env
+    if fns:
+        env = fns[0]()
+        try:
+            return _metric_names(env.unwrapped)
+        finally:
+            env.close()
+    return ()
+
+
 def _maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
         import envs  # noqa: F401  (registers our tasks inside subprocess workers too)
@@ -272,8 +303,9 @@ class StepResult:
     truncated: Tensor  # (B,) bool
     final_obs: Any | None  # final observations of the truncated envs (N, ...), or None
     truncated_idx: Tensor | None  # (N,) indices of those envs
-    # ended episodes' stats: return, length, env (its index) and success where the env reports it
-    episodes: list[dict[str, float]] = field(default_factory=list)
+    # ended episodes' stats: return, length, env (its index), success where the env reports it,
+    # and "metrics", {name: value} of the task's own measures (task_metrics) where it has some
+    episodes: list[dict[str, Any]] = field(default_factory=list)
 
 
 class EnvStepper:
@@ -285,8 +317,12 @@ class EnvStepper:
     device. With a torch batched env (``venv.device`` a torch device) the actions stay tensors,
     the observations, rewards and flags are used where they are (moved only if the env lives on
     another device than the training), and ``final_obs`` is indexed on the device; the only host
-    read per step is one small packed copy of the rewards, flags and success flags, for the
-    episode statistics and the indices of the truncated envs.
+    read per step is one small packed copy of the rewards, flags, success flags and task
+    measures, for the episode statistics and the indices of the truncated envs.
+
+    Each ended episode's stats carry, besides its return, length and success, the values of the
+    task's own measures (:func:`task_metrics`) that its last ``info`` reported, under
+    ``"metrics"`` (absent for envs without such measures).
     """
 
     def __init__(self, venv: VectorEnv, device: torch.device) -> None:
@@ -298,6 +334,7 @@ class EnvStepper:
         self.episode_starts = torch.ones(self.n_envs, dtype=torch.bool, device=device)
         self.ep_returns = np.zeros(self.n_envs)
         self.ep_lengths = np.zeros(self.n_envs, dtype=np.int64)
+        self.metrics = task_metrics(venv)
 
     def reset(self, seed: int | None = None) -> Any:
         """Reset every env (env ``i`` seeded ``seed + i``); returns the observations."""
@@ -319,7 +356,10 @@ class EnvStepper:
         if "success" in final_info:
             success = np.asarray(final_info["success"])
             success_mask = np.asarray(final_info.get("_success", done))
-        episodes = self._episodes(rewards, done, success, success_mask)
+        measures = {name: (np.asarray(final_info[name], dtype=np.float64),
+                           np.asarray(final_info.get(f"_{name}", done), dtype=bool))
+                    for name in self.metrics if name in final_info}
+        episodes = self._episodes(rewards, done, success, success_mask, measures)
         final_obs = truncated_idx = None
         if truncated.any():
             idx = np.flatnonzero(truncated)
@@ -345,15 +385,21 @@ class EnvStepper:
         done = terminated | truncated
         success = final_info.get("success", done & False)
         success_mask = final_info.get("_success", done & False)
-        # one host read: rewards, flags and success flags, packed (never the observations)
+        names = [name for name in self.metrics if name in final_info]
+        measured = [t for name in names
+                    for t in (final_info[name], final_info.get(f"_{name}", done))]
+        # one host read: rewards, flags, success flags and task measures, packed (never the
+        # observations)
         packed = torch.stack(
             [rewards.double(), terminated.double(), truncated.double(), success.double(),
-             success_mask.double()]
+             success_mask.double(), *(t.to(rewards.device).double() for t in measured)]
         ).cpu().numpy()
         rewards_h, trunc_h = packed[0], packed[2].astype(bool)
         done_h = np.logical_or(packed[1].astype(bool), trunc_h)
+        measures = {name: (packed[5 + 2 * j], packed[6 + 2 * j].astype(bool))
+                    for j, name in enumerate(names)}
         episodes = self._episodes(
-            rewards_h, done_h, packed[3].astype(bool), packed[4].astype(bool)
+            rewards_h, done_h, packed[3].astype(bool), packed[4].astype(bool), measures
         )
         final_obs = truncated_idx = None
         if trunc_h.any():
@@ -384,16 +430,22 @@ class EnvStepper:
         done: np.ndarray,
         success: np.ndarray | None,
         success_mask: np.ndarray | None,
-    ) -> list[dict[str, float]]:
-        """Adds a step to the running returns and lengths; the stats of the episodes it ended."""
+        measures: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Adds a step to the running returns and lengths; the stats of the episodes it ended
+        (``measures``: name -> (values, mask) of the task's measures in the ending infos)."""
         self.ep_returns += rewards
         self.ep_lengths += 1
         episodes = []
         for i in np.flatnonzero(done):
-            ep = {"return": float(self.ep_returns[i]), "length": float(self.ep_lengths[i]),
-                  "env": int(i)}
+            ep: dict[str, Any] = {"return": float(self.ep_returns[i]),
+                                  "length": float(self.ep_lengths[i]), "env": int(i)}
             if success is not None and success_mask is not None and success_mask[i]:
                 ep["success"] = float(success[i])
+            values = {name: float(v[i]) for name, (v, mask) in (measures or {}).items()
+                      if mask[i]}
+            if values:
+                ep["metrics"] = values
             episodes.append(ep)
             self.ep_returns[i] = 0.0
             self.ep_lengths[i] = 0

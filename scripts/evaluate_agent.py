@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{model.policy_name} on {env_id}: success rate {out['success'].mean():.3f}, "
           f"mean return {out['return'].mean():.3f}, mean length {out['length'].mean():.1f} "
           f"over {args.episodes} episodes")
+    if out["metrics"]:  # the task's own measures (rooms reached, instructions executed)
+        print("task measures (mean over the episodes): " + ", ".join(
+            f"{name} {np.nanmean(values):.3f}" for name, values in out["metrics"].items()))
     if args.gif or args.memory_png:
         frames, auxes, ok = record_episode(model, env_id, args.seed, det, bool(args.gif),
                                            env_kwargs)
