@@ -33,6 +33,7 @@ __all__ = [
     "library_wrappers",
     "make_env",
     "resolve_env",
+    "wrappers_for",
 ]
 
 #: packages whose ids the library registers on first use (they are its dependencies)
@@ -134,15 +135,18 @@ def wrapper_record(spec: Any) -> dict[str, Any]:
 
 def library_wrappers(env: gym.Env) -> tuple[dict[str, Any], ...]:
     """The wrappers the library puts around ``env`` so that the agents can take its
-    observations: :class:`envs.wrappers.MissionWords` when the observation dict has a minigrid
-    ``MissionSpace`` (text)."""
-    from envs.wrappers import MissionWords, needs_mission_words
+    observations and report its successes: :class:`envs.wrappers.MissionWords` when the
+    observation dict has a minigrid ``MissionSpace`` (text), :class:`envs.wrappers.SuccessInfo`
+    for minigrid's envs (which report no ``success``)."""
+    from envs.wrappers import MissionWords, SuccessInfo, is_minigrid_env, needs_mission_words
 
+    chosen = []
     if needs_mission_words(env.observation_space):
-        return ({"name": MissionWords.__name__,
-                 "entry_point": f"{MissionWords.__module__}:{MissionWords.__name__}",
-                 "kwargs": {}},)
-    return ()
+        chosen.append(MissionWords)
+    if is_minigrid_env(env):
+        chosen.append(SuccessInfo)
+    return tuple({"name": w.__name__, "entry_point": f"{w.__module__}:{w.__name__}", "kwargs": {}}
+                 for w in chosen)
 
 
 def apply_wrappers(env: gym.Env, wrappers: tuple[dict[str, Any], ...] | None) -> gym.Env:
@@ -236,3 +240,14 @@ def _added_wrappers(spec: EnvSpec) -> tuple[dict[str, Any], ...]:
     except gym.error.Error:
         prior = 0
     return tuple(wrapper_record(w) for w in spec.additional_wrappers[prior:])
+
+
+def wrappers_for(model: Any, env_id: str) -> tuple[dict[str, Any], ...] | None:
+    """The wrappers for an env of ``env_id`` that ``model`` (an agent) acts in: the ones its own
+    env was built with when ``env_id`` is its env's id, else None (the library's choice)."""
+    own = getattr(model, "env_id", None)
+    try:
+        same = bool(own) and resolve_env(env_id) == resolve_env(str(own))
+    except ValueError:
+        same = False
+    return tuple(getattr(model, "env_wrappers", ())) if same else None

@@ -5,6 +5,10 @@
 tasks: "go to the matching object at the end of the hallway") carries no information and is
 dropped; one that varies becomes a bag of words over the mission space's vocabulary.
 
+:class:`SuccessInfo`: minigrid reports no ``info["success"]``; by its convention an episode earns
+a positive reward only when the mission is done, so the wrapper reports ``success`` (a positive
+reward at termination) on each episode's last step, where the agents read it.
+
 The wrapper records its constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so it
 appears in the env's ``spec.additional_wrappers`` and ``gymnasium.make(env.spec)`` rebuilds it.
 """
@@ -19,7 +23,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import RecordConstructorArgs
 
-__all__ = ["MAX_MISSIONS", "MissionWords", "mission_vocabulary", "needs_mission_words"]
+__all__ = [
+    "MAX_MISSIONS",
+    "MissionWords",
+    "SuccessInfo",
+    "is_minigrid_env",
+    "mission_vocabulary",
+    "needs_mission_words",
+]
 
 #: the most missions a mission space may generate for its vocabulary to be enumerated
 MAX_MISSIONS = 100_000
@@ -101,3 +112,27 @@ class MissionWords(gym.ObservationWrapper, RecordConstructorArgs):
                     bag[i] = 1.0
             out["mission"] = bag
         return out
+
+
+def is_minigrid_env(env: gym.Env) -> bool:
+    """Whether ``env`` is (a wrapper of) one of minigrid's envs (``MiniGridEnv``)."""
+    import sys
+
+    module = sys.modules.get("minigrid.minigrid_env")  # not imported: not a minigrid env
+    return module is not None and isinstance(env.unwrapped, module.MiniGridEnv)
+
+
+class SuccessInfo(gym.Wrapper, RecordConstructorArgs):
+    """Adds ``info["success"]`` on each episode's last step (terminated or truncated): true when
+    it terminated with a positive reward (minigrid's convention: a reward only for a mission
+    done). An env that reports ``success`` itself keeps its own."""
+
+    def __init__(self, env: gym.Env) -> None:
+        RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if (terminated or truncated) and "success" not in info:
+            info = {**info, "success": bool(terminated and float(reward) > 0)}
+        return obs, reward, terminated, truncated, info
