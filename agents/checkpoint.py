@@ -343,12 +343,22 @@ def _checkpoint_env(
         )
     if not isinstance(env, str):
         return env, {}, None, False
-    if run_id is None or env_data.get("rebuild_error") or resolve_env(env) != resolve_env(run_id):
+    if not _same_env(env, run_id, env_data):
         # another task: the run's arguments and wrappers are not its own
         kwargs, wrappers = {}, None
     venv = make_vec_env(env, cfg.n_envs, vec=cfg.vec, env_kwargs=kwargs, device=device,
                         wrappers=wrappers)
     return venv, kwargs, wrappers, False
+
+
+def _same_env(env: str, run_id: str | None, env_data: dict[str, Any]) -> bool:
+    """Whether the id ``env`` names the run's own env (one the checkpoint could rebuild)."""
+    if not run_id or env_data.get("rebuild_error"):
+        return False
+    try:
+        return resolve_env(env) == resolve_env(run_id)
+    except ValueError:  # the run's id is not known here
+        return False
 
 
 def _check_spaces(where: str, spaces: dict[str, Any], env: Any) -> None:

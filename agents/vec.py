@@ -63,20 +63,31 @@ MAKE_KEYWORDS = ("max_episode_steps", "disable_env_checker")
 
 def check_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> None:
     """Refuse arguments that the env of ``env_id`` does not take (by its constructor's
-    signature), naming them and the ones it takes; an env that takes ``**kwargs`` takes all."""
+    signature), naming them and the ones it takes. A class whose ``__init__`` passes ``**kwargs``
+    on takes those of its base classes' too (minigrid's envs: their own and ``MiniGridEnv``'s); an
+    env whose constructors all take ``**kwargs`` takes all."""
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise ValueError(f"env_kwargs must be a dict with string keys, got {kwargs!r}")
     creator = env_spec(env_id).entry_point
     if isinstance(creator, str):
         creator = load_env_creator(creator)
-    try:
-        params = inspect.signature(creator).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C entry point: nothing to read
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    takes = [n for n in takes if n != "self"] + list(MAKE_KEYWORDS)
+    chain = [c.__init__ for c in inspect.getmro(creator) if "__init__" in vars(c)
+             and c is not object] if inspect.isclass(creator) else [creator]
+    takes: list[str] = []
+    open_ended = False  # the last constructor read passes **kwargs on
+    for fn in chain:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):  # a builtin or C entry point: nothing to read
+            return
+        takes += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name != "self" and p.name not in takes]
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
+        if not open_ended:
+            break
+    if open_ended:
+        return  # **kwargs all the way down: nothing to check against
+    takes += list(MAKE_KEYWORDS)
     unknown = [k for k in kwargs if k not in takes]
     if unknown:
         close = difflib.get_close_matches(unknown[0], takes, n=1)

@@ -278,3 +278,12 @@ def test_a_users_own_env_class_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="CorridorEnv was not made by gymnasium.make.*env="):
         PPO.load(tmp_path / "m.pt")
     assert PPO.load(tmp_path / "m.pt", env=CorridorEnv(min_length=3, max_length=3)).env
+
+
+def test_a_minigrid_argument_typo_is_refused_by_the_cli(train, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["--env", MEMORY, "--env-kwargs", "max_stpes=5", "--total-steps", "16"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "takes no argument 'max_stpes' (did you mean 'max_steps'?)" in err
+    assert "agent_view_size" in err  # minigrid's own arguments, through MemoryEnv's **kwargs
