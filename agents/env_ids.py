@@ -36,6 +36,11 @@ __all__ = [
     "wrappers_for",
 ]
 
+#: arguments of ``gymnasium.make_vec`` (and of our batched envs) that its spec keeps among the
+#: env's own, and that a single env does not take
+VECTOR_KEYWORDS = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers",
+                   "autoreset_mode", "device")
+
 #: packages whose ids the library registers on first use (they are its dependencies)
 AUTO_IMPORTS = ("minigrid",)
 
@@ -188,7 +193,7 @@ def env_recipe(env: Any) -> EnvRecipe | str:
     """How ``env`` (a user's env or vector env) was built, read from its ``spec`` (a vector env's:
     its first env's); or, as a string, why it cannot be rebuilt (not made by ``gymnasium.make``
     from a registered id, or wrapped by a wrapper that does not record its arguments)."""
-    from gymnasium.vector import SyncVectorEnv
+    from gymnasium.vector import SyncVectorEnv, VectorEnv
 
     first = env.envs[0] if isinstance(env, SyncVectorEnv) else env
     name = type(getattr(first, "unwrapped", first)).__name__
@@ -201,6 +206,9 @@ def env_recipe(env: Any) -> EnvRecipe | str:
     except gym.error.Error:
         return f"the env {spec.id!r} is not registered in this process, so it cannot be rebuilt"
     kwargs = dict(spec.kwargs)
+    if spec is getattr(env, "spec", None) and isinstance(env, VectorEnv):
+        # a vector env's own spec (gymnasium.make_vec's) holds the vector env's arguments too
+        kwargs = {k: v for k, v in kwargs.items() if k not in VECTOR_KEYWORDS}
     if spec.max_episode_steps != registered.max_episode_steps:
         kwargs["max_episode_steps"] = spec.max_episode_steps
     wrappers = _added_wrappers(spec)

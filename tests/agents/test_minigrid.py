@@ -287,3 +287,16 @@ def test_a_minigrid_argument_typo_is_refused_by_the_cli(train, capsys) -> None:
     err = capsys.readouterr().err
     assert "takes no argument 'max_stpes' (did you mean 'max_steps'?)" in err
     assert "agent_view_size" in err  # minigrid's own arguments, through MemoryEnv's **kwargs
+
+
+def test_a_users_vector_env_is_rebuilt_with_the_single_envs_arguments(tmp_path) -> None:
+    from gymnasium.vector import AutoresetMode
+
+    venv = gym.make_vec("MemoRL/Corridor-v0", 2, vectorization_mode="vector_entry_point",
+                        autoreset_mode=AutoresetMode.SAME_STEP, min_length=4, max_length=6)
+    model = tiny(venv)
+    # make_vec's spec mixes its own arguments in: only the env's are kept
+    assert model.env_kwargs == {"min_length": 4, "max_length": 6}
+    model.save(tmp_path / "m.pt")
+    loaded = PPO.load(tmp_path / "m.pt")
+    assert loaded.env.num_envs == 2 and loaded.env_kwargs == model.env_kwargs
