@@ -254,7 +254,8 @@ def test_a_users_recordable_wrapper_is_rebuilt(tmp_path) -> None:
     assert loaded.env_wrappers == model.env_wrappers
 
 
-def test_an_unknown_wrapper_is_a_clear_error_saying_to_pass_env(tmp_path) -> None:
+def test_an_unknown_wrapper_is_a_clear_error_saying_to_pass_env(tmp_path, script,
+                                                                 capsys) -> None:
     from minigrid.wrappers import ImgObsWrapper
 
     def make() -> gym.Env:
@@ -268,6 +269,11 @@ def test_an_unknown_wrapper_is_a_clear_error_saying_to_pass_env(tmp_path) -> Non
         PPO.load(tmp_path / "m.pt")
     loaded = PPO.load(tmp_path / "m.pt", env=make())
     assert loaded.observation_space == model.observation_space
+    with pytest.raises(SystemExit) as info:  # the command line says the same, in one line
+        script("evaluate_agent").main([str(tmp_path / "m.pt")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "ImgObsWrapper" in err and "cannot be rebuilt" in err and "--env ID" in err
 
 
 def test_a_users_own_env_class_is_a_clear_error(tmp_path) -> None:
