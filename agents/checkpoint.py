@@ -338,8 +338,8 @@ def _checkpoint_env(
             else:
                 return venv, kwargs, wrappers, True
         raise CheckpointError(
-            f"{where}: {error}; pass an env with the run's spaces as env= (PPO.load(path, "
-            "env=...); evaluate_agent.py --env ID)"
+            f"{where}: {error}; pass an env with the run's spaces as env= "
+            "(PPO.load(path, env=...))"
         )
     if not isinstance(env, str):
         return env, {}, None, False

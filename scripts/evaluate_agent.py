@@ -32,14 +32,12 @@ from agents.validation import check_device, check_int  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
 
 
-def load_agent(path: str, device: str, env: str | None = None):
-    """The agent of checkpoint ``path``, with the run's env rebuilt, or ``env`` (an id) when
-    given (a run whose own env cannot be rebuilt here can still be evaluated on an id)."""
+def load_agent(path: str, device: str):
     data = load_checkpoint(path)
     algo = ALGORITHMS.get(str(data["algo"]).lower())
     if algo is None:
         raise CheckpointError(f"checkpoint {path!r}: unknown algorithm {data['algo']!r}")
-    return algo.load(path, env=env, device=device)
+    return algo.load(path, device=device)
 
 
 @torch.no_grad()
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     check_episode_options(parser, args)
     check_output_files(parser, {"--gif": args.gif, "--memory-png": args.memory_png})
     try:
-        model = load_agent(args.checkpoint, args.device, args.env)
+        model = load_agent(args.checkpoint, args.device)
         env_id = resolve_env(args.env or str(model.env_id))
         own = env_id == resolve_env(str(model.env_id)) if model.env_id else False
         # the run's env arguments for the run's env; another env takes only those given

@@ -273,7 +273,7 @@ def test_an_unknown_wrapper_is_a_clear_error_saying_to_pass_env(tmp_path, script
         script("evaluate_agent").main([str(tmp_path / "m.pt")])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "ImgObsWrapper" in err and "cannot be rebuilt" in err and "--env ID" in err
+    assert "ImgObsWrapper" in err and "cannot be rebuilt" in err and "env=" in err
 
 
 def test_a_users_own_env_class_is_a_clear_error(tmp_path) -> None:
