@@ -5,7 +5,7 @@ from .algorithms import A2C, ALGORITHMS, PPO
 from .buffer import RolloutBuffer, SequenceBatch
 from .checkpoint import CheckpointError
 from .config import A2CConfig, AgentConfig, PPOConfig, field_docs
-from .env_ids import resolve_env
+from .env_ids import make_env, resolve_env
 from .gae import compute_gae
 from .mrbp import bptt_backward, mrbp_backward
 from .presets import PRESETS, apply_preset
@@ -33,6 +33,7 @@ __all__ = [
     "bptt_backward",
     "compute_gae",
     "field_docs",
+    "make_env",
     "make_vec_env",
     "mrbp_backward",
     "resolve_env",

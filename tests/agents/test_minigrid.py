@@ -306,3 +306,13 @@ def test_a_users_vector_env_is_rebuilt_with_the_single_envs_arguments(tmp_path) 
     model.save(tmp_path / "m.pt")
     loaded = PPO.load(tmp_path / "m.pt")
     assert loaded.env.num_envs == 2 and loaded.env_kwargs == model.env_kwargs
+
+
+def test_predict_on_a_raw_minigrid_observation_says_how_to_make_the_env() -> None:
+    model = tiny(MEMORY)
+    raw, _ = gym.make(MEMORY).reset(seed=0)
+    with pytest.raises(ValueError, match=r"got \['direction', 'image', 'mission'\].*make_env"):
+        model.predict(raw)
+    obs, _ = make_env(model.env_id, model.env_kwargs, model.env_wrappers).reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert model.action_space.contains(int(action))
