@@ -5,13 +5,14 @@ from .algorithms import A2C, ALGORITHMS, PPO
 from .buffer import RolloutBuffer, SequenceBatch
 from .checkpoint import CheckpointError
 from .config import A2CConfig, AgentConfig, PPOConfig, field_docs
+from .env_ids import make_env, resolve_env
 from .gae import compute_gae
 from .mrbp import bptt_backward, mrbp_backward
 from .presets import PRESETS, apply_preset
 from .run import NonFiniteLossError, TrainingInterrupted
 from .rundir import RunLockedError
 from .trainer import ActorCriticTrainer
-from .vec import make_vec_env, resolve_env
+from .vec import make_vec_env
 
 __all__ = [
     "A2C",
@@ -32,6 +33,7 @@ __all__ = [
     "bptt_backward",
     "compute_gae",
     "field_docs",
+    "make_env",
     "make_vec_env",
     "mrbp_backward",
     "resolve_env",

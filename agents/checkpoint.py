@@ -182,6 +182,8 @@ def checkpoint_payload(agent: ActorCriticTrainer) -> dict[str, Any]:
         "env": {
             "id": str(agent.env_id),
             "kwargs": agent.env_kwargs,
+            "wrappers": list(agent.env_wrappers),
+            "rebuild_error": agent.env_rebuild_error,
             "stepper": mine["stepper"],
             "memory_state": mine["memory_state"] if live else None,
         },
@@ -267,15 +269,16 @@ def load_agent(
         raise CheckpointError(f"{where} has an incompatible config: {err}") from None
     cfg = replace_config(cfg, device=device, **overrides).validate()
     run, env_data, spaces = data.get("run", {}), data.get("env", {}), data.get("spaces", {})
-    env, env_kwargs, rebuilt = _checkpoint_env(env, env_data, cfg, distributed)
+    env, env_kwargs, wrappers, rebuilt = _checkpoint_env(where, env, env_data, cfg, distributed)
     if env is not None:
         _check_spaces(where, spaces, env)
     module = data["policy"].get("module")
     try:
         agent = cls(
             module if module is not None else data["policy"]["name"], env, cfg,
-            env_kwargs=env_kwargs, tensorboard_log=None, distributed=distributed,
-            observation_space=spaces.get("observation"), action_space=spaces.get("action"),
+            env_kwargs=env_kwargs, env_wrappers=wrappers, tensorboard_log=None,
+            distributed=distributed, observation_space=spaces.get("observation"),
+            action_space=spaces.get("action"),
         )
     except ValueError as err:
         raise CheckpointError(f"{where} cannot be rebuilt: {err}") from None
@@ -287,6 +290,7 @@ def load_agent(
     agent.log_dir, agent.checkpoint_path = _resume_paths(Path(path), run)
     if rebuilt or env is None:  # the run's own env (else the env given, as the constructor set)
         agent.env_id = env_data.get("id", agent.env_id)
+        agent.env_kwargs, agent.env_wrappers = env_kwargs, wrappers
     restore_run(agent, data, where=where, envs_rebuilt=rebuilt)
     return agent
 
@@ -305,28 +309,56 @@ def _resume_paths(path: Path, run: dict[str, Any]) -> tuple[Path | None, Path | 
 
 
 def _checkpoint_env(
-    env: Any, env_data: dict[str, Any], cfg: Any, distributed: bool | None
-) -> tuple[Any, dict[str, Any], bool]:
-    """The env a loaded agent gets, its kwargs, and whether it is the run's own, rebuilt (whose
-    state the checkpoint can restore): the run's own envs when ``env`` is None (None if they
-    cannot be made here), else ``env`` as a vector env (with the run's kwargs when it names the
-    run's env id)."""
+    where: str, env: Any, env_data: dict[str, Any], cfg: Any, distributed: bool | None
+) -> tuple[Any, dict[str, Any], tuple[dict[str, Any], ...] | None, bool]:
+    """The env a loaded agent gets, its kwargs and wrappers, and whether it is the run's own,
+    rebuilt (whose state the checkpoint can restore): the run's own envs when ``env`` is None
+    (rebuilt from the id, arguments and wrappers the checkpoint recorded; a run that had no env
+    gets none), else ``env`` as a vector env (with the run's arguments and wrappers when it names
+    the run's env id).
+
+    Raises:
+        CheckpointError: ``env`` is None and the run's env cannot be rebuilt here (a user's own
+            env or wrapper, or an id not registered in this process); the message says to pass
+            ``env=``.
+    """
     run_id, kwargs = env_data.get("id"), dict(env_data.get("kwargs") or {})
+    wrappers = tuple(env_data.get("wrappers") or ())
     device = process_device(cfg.device, setup(cfg.device, enabled=distributed))
     if env is None:
         if not run_id:
-            return None, kwargs, False
-        try:
-            venv = make_vec_env(run_id, cfg.n_envs, vec=cfg.vec, env_kwargs=kwargs, device=device)
-        except (ValueError, gym.error.Error):
-            return None, kwargs, False
-        return venv, kwargs, True
+            return None, kwargs, wrappers, False
+        error = env_data.get("rebuild_error")
+        if error is None:
+            try:
+                venv = make_vec_env(run_id, cfg.n_envs, vec=cfg.vec, env_kwargs=kwargs,
+                                    device=device, wrappers=wrappers)
+            except (ValueError, ImportError, gym.error.Error) as err:
+                error = f"the run's env {run_id!r} cannot be made here: {err}"
+            else:
+                return venv, kwargs, wrappers, True
+        raise CheckpointError(
+            f"{where}: {error}; pass an env with the run's spaces as env= "
+            "(PPO.load(path, env=...))"
+        )
     if not isinstance(env, str):
-        return env, {}, False
-    if run_id is None or resolve_env(env) != resolve_env(run_id):
-        kwargs = {}  # another task: the run's arguments are not its arguments
-    venv = make_vec_env(env, cfg.n_envs, vec=cfg.vec, env_kwargs=kwargs, device=device)
-    return venv, kwargs, False
+        return env, {}, None, False
+    if not _same_env(env, run_id, env_data):
+        # another task: the run's arguments and wrappers are not its own
+        kwargs, wrappers = {}, None
+    venv = make_vec_env(env, cfg.n_envs, vec=cfg.vec, env_kwargs=kwargs, device=device,
+                        wrappers=wrappers)
+    return venv, kwargs, wrappers, False
+
+
+def _same_env(env: str, run_id: str | None, env_data: dict[str, Any]) -> bool:
+    """Whether the id ``env`` names the run's own env (one the checkpoint could rebuild)."""
+    if not run_id or env_data.get("rebuild_error"):
+        return False
+    try:
+        return resolve_env(env) == resolve_env(run_id)
+    except ValueError:  # the run's id is not known here
+        return False
 
 
 def _check_spaces(where: str, spaces: dict[str, Any], env: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .env_ids import wrappers_for
 from .trainer import ActorCriticTrainer
 from .validation import check_int
 from .vec import EnvStepper, make_vec_env
@@ -59,7 +60,8 @@ def evaluate(
     n_envs = min(n_envs, episodes)
     quota = _quotas(episodes, n_envs)
     kept: list[list[dict[str, Any]]] = [[] for _ in range(n_envs)]
-    venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device, env_kwargs=env_kwargs)
+    venv = make_vec_env(env_id, n_envs, vec="auto", device=model.device, env_kwargs=env_kwargs,
+                        wrappers=wrappers_for(model, env_id))
     try:
         for kind in ("observation", "action"):
             want, have = getattr(model, f"{kind}_space"), getattr(venv, f"single_{kind}_space")

@@ -67,8 +67,14 @@ def _batch_of(obs: Any, space: gym.Space, name: str) -> int | None:
     if isinstance(space, gym.spaces.Dict):
         if not isinstance(obs, dict) or set(obs) != set(space.spaces):
             got = sorted(obs) if isinstance(obs, dict) else type(obs).__name__
+            hint = ""
+            if isinstance(obs, dict) and "mission" in set(obs) - set(space.spaces):
+                hint = ("; the agent's env drops minigrid's constant mission: make the env as "
+                        "the agent does, agents.make_env(model.env_id, model.env_kwargs, "
+                        "model.env_wrappers)")
             raise ValueError(
-                f"predict: {name} must be a dict with the keys {sorted(space.spaces)}, got {got}"
+                f"predict: {name} must be a dict with the keys {sorted(space.spaces)}, got "
+                f"{got}{hint}"
             )
         sizes = {k: _batch_of(obs[k], s, f"{name}[{k!r}]") for k, s in space.spaces.items()}
         if len(set(sizes.values())) > 1:

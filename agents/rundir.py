@@ -25,8 +25,8 @@ class RunLockedError(RuntimeError):
 
 
 def run_name(env_id: str, policy: str, seed: int) -> str:
-    """``<env>__<policy>__<seed>__<unix time>`` (slashes in the env id become dashes)."""
-    return f"{env_id.replace('/', '-')}__{policy}__{seed}__{int(time.time())}"
+    """``<env>__<policy>__<seed>__<unix time>`` (slashes and colons in the env id become dashes)."""
+    return f"{env_id.replace('/', '-').replace(':', '-')}__{policy}__{seed}__{int(time.time())}"
 
 
 def claim_run_dir(root: str | Path, name: str) -> Path:

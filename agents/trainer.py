@@ -40,6 +40,7 @@ from .buffer import RolloutBuffer
 from .checkpoint import checkpoint_payload, load_agent, save_checkpoint
 from .config import AgentConfig, make_optimizer
 from .distributed import process_device, setup
+from .env_ids import built_with
 from .inputs import predict_inputs
 from .logger import RunLogger
 from .presets import configure
@@ -70,6 +71,11 @@ class ActorCriticTrainer:
             preset (:mod:`agents.presets`) and then the keyword ``overrides``, which replace
             single fields and win over the preset (``PPO("lstm", "corridor", n_envs=8)``).
         env_kwargs: arguments of ``gymnasium.make`` when ``env`` is an id.
+        env_wrappers: wrappers put around each env made from ``env`` (records of
+            :class:`~agents.env_ids.EnvRecipe`; a checkpoint's); None: the ones the library
+            applies (:func:`~agents.env_ids.library_wrappers`, e.g. for minigrid's missions).
+            How the env was built (id, arguments, wrappers) is kept in checkpoints, so that
+            ``load`` can rebuild it.
         tensorboard_log: root of the run directories (``<root>/<env>__<policy>__<seed>__<time>``,
             with a ``-2``, ``-3``, ... suffix if taken), claimed by ``learn``; None writes no
             logs.
@@ -92,6 +98,7 @@ class ActorCriticTrainer:
         config: AgentConfig | None = None,
         *,
         env_kwargs: dict[str, Any] | None = None,
+        env_wrappers: tuple[dict[str, Any], ...] | None = None,
         tensorboard_log: str | Path | None = "runs",
         checkpoint_path: str | Path | None = None,
         observation_space: gym.Space | None = None,
@@ -113,7 +120,17 @@ class ActorCriticTrainer:
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
         self.env, self.observation_space, self.action_space = make_agent_env(
             env, cfg.n_envs, cfg.vec, self.env_kwargs, self.device, observation_space,
-            action_space)
+            action_space, wrappers=env_wrappers)
+        # how the env was built, for a checkpoint to rebuild it (agents.env_ids)
+        self.env_wrappers: tuple[dict[str, Any], ...] = ()
+        self.env_rebuild_error: str | None = None
+        if env is not None and self.env is not None:
+            build = built_with(env, self.env, env_id, self.env_kwargs)
+            if isinstance(build, str):
+                self.env_rebuild_error = build
+            else:
+                self.env_id, self.env_kwargs, self.env_wrappers = (
+                    build.id, build.kwargs, build.wrappers)
 
         self._policy_by_name = not isinstance(policy, ActorCritic)
         self.policy_name = _policy_name(policy)

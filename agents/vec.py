@@ -36,6 +36,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
+from .env_ids import apply_wrappers, env_spec, make_env, resolve_env
 from .validation import check_choice, check_int
 
 __all__ = [
@@ -57,38 +58,37 @@ VecMode = Literal["auto", "batched", "sync", "async"]
 VEC_KINDS: tuple[str, ...] = get_args(VecMode)
 
 
-def resolve_env(name: str) -> str:
-    """A registered gymnasium id for ``name`` (a short name such as ``corridor``, or any id)."""
-    import envs  # registers our tasks
-
-    try:
-        return envs.resolve_env_id(name)
-    except ValueError as err:
-        close = difflib.get_close_matches(name, [*envs.SHORT_NAMES, *gym.registry], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"{err}{hint}") from None
-
-
 #: keywords of ``gymnasium.make`` itself, accepted for every id
 MAKE_KEYWORDS = ("max_episode_steps", "disable_env_checker")
 
 
 def check_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> None:
     """Refuse arguments that the env of ``env_id`` does not take (by its constructor's
-    signature), naming them and the ones it takes; an env that takes ``**kwargs`` takes all."""
+    signature), naming them and the ones it takes. A class whose ``__init__`` passes ``**kwargs``
+    on takes those of its base classes' too (minigrid's envs: their own and ``MiniGridEnv``'s); an
+    env whose constructors all take ``**kwargs`` takes all."""
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise ValueError(f"env_kwargs must be a dict with string keys, got {kwargs!r}")
-    creator = gym.spec(resolve_env(env_id)).entry_point
+    creator = env_spec(env_id).entry_point
     if isinstance(creator, str):
         creator = load_env_creator(creator)
-    try:
-        params = inspect.signature(creator).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C entry point: nothing to read
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    takes = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    takes = [n for n in takes if n != "self"] + list(MAKE_KEYWORDS)
+    chain = [c.__init__ for c in inspect.getmro(creator) if "__init__" in vars(c)
+             and c is not object] if inspect.isclass(creator) else [creator]
+    takes: list[str] = []
+    open_ended = False  # the last constructor read passes **kwargs on
+    for fn in chain:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):  # a builtin or C entry point: nothing to read
+            return
+        takes += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                  and p.name != "self" and p.name not in takes]
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
+        if not open_ended:
+            break
+    if open_ended:
+        return  # **kwargs all the way down: nothing to check against
+    takes += list(MAKE_KEYWORDS)
     unknown = [k for k in kwargs if k not in takes]
     if unknown:
         close = difflib.get_close_matches(unknown[0], takes, n=1)
@@ -114,7 +114,7 @@ def has_batched(env_id: str) -> bool:
     """Whether ``env_id`` is one of our registered tasks with a batched implementation."""
     import envs
 
-    return env_id in envs.registered_ids() and gym.spec(env_id).vector_entry_point is not None
+    return env_id in envs.registered_ids() and env_spec(env_id).vector_entry_point is not None
 
 
 def vec_kind(env: str | gym.Env | VectorEnv, vec: VecMode = "auto") -> str:
@@ -132,7 +132,7 @@ def vec_kind(env: str | gym.Env | VectorEnv, vec: VecMode = "auto") -> str:
                 f"{type(env).__name__}; use vec='sync' or 'async'"
             )
         env_id = resolve_env(env)
-        if gym.spec(env_id).vector_entry_point is None:
+        if env_spec(env_id).vector_entry_point is None:
             import envs
 
             ours = [i for i in envs.registered_ids() if gym.spec(i).vector_entry_point]
@@ -150,6 +150,7 @@ def make_vec_env(
     vec: VecMode = "auto",
     env_kwargs: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
+    wrappers: tuple[dict[str, Any], ...] | None = None,
 ) -> VectorEnv:
     """A ``SAME_STEP`` vector env of ``n_envs`` copies of ``env``.
 
@@ -163,11 +164,21 @@ def make_vec_env(
         env_kwargs: arguments of the env (the task's configuration).
         device: the training device: a batched env of our tasks runs on it when it is an
             accelerator (observations are then tensors there); on the CPU it uses numpy.
+        wrappers: put around each single env (id or ``gymnasium.Env``), as recorded by
+            :class:`~agents.env_ids.EnvRecipe`; None: the wrappers the library applies
+            (:func:`~agents.env_ids.library_wrappers`, e.g. for minigrid's text missions).
     """
     check_int("n_envs", n_envs, ge=1)
     if env_kwargs is not None and not isinstance(env_kwargs, dict):
         raise ValueError(f"env_kwargs must be a dict, got {env_kwargs!r}")
     kind = vec_kind(env, vec)
+    if wrappers and kind == "batched":  # a batched env has no single envs to wrap
+        if vec == "batched":
+            raise ValueError(
+                f"vec='batched' cannot apply the wrappers {[w['name'] for w in wrappers]}; use "
+                "vec='sync' or 'async'"
+            )
+        kind = "sync"
     if isinstance(env, str):
         check_env_kwargs(resolve_env(env), dict(env_kwargs or {}))
     if kind == "batched":
@@ -188,9 +199,9 @@ def make_vec_env(
     if isinstance(env, str):
         env_id = resolve_env(env)
         kwargs = dict(env_kwargs or {})
-        fns = [_maker(env_id, kwargs) for _ in range(n_envs)]
+        fns = [_maker(env_id, kwargs, wrappers) for _ in range(n_envs)]
     elif isinstance(env, gym.Env):
-        fns = [_copier(env, i) for i in range(n_envs)]
+        fns = [_copier(env, i, wrappers) for i in range(n_envs)]
     else:
         raise ValueError(
             f"env must be an env id, a gymnasium.Env or a gymnasium VectorEnv, got {type(env)}"
@@ -207,6 +218,7 @@ def make_agent_env(
     device: torch.device,
     observation_space: gym.Space | None = None,
     action_space: gym.Space | None = None,
+    wrappers: tuple[dict[str, Any], ...] | None = None,
 ) -> tuple[VectorEnv | None, gym.Space, gym.Space]:
     """An agent's vector env (:func:`make_vec_env`; None without ``env``) and its single-env
     spaces; spaces given with an env must be the env's, and without an env both are needed."""
@@ -214,7 +226,8 @@ def make_agent_env(
         if observation_space is None or action_space is None:
             raise ValueError("without an env, pass observation_space and action_space")
         return None, observation_space, action_space
-    venv = make_vec_env(env, n_envs, vec=vec, env_kwargs=env_kwargs, device=device)
+    venv = make_vec_env(env, n_envs, vec=vec, env_kwargs=env_kwargs, device=device,
+                        wrappers=wrappers)
     for kind, given in (("observation", observation_space), ("action", action_space)):
         have = getattr(venv, f"single_{kind}_space")
         if given is not None and given != have:
@@ -280,17 +293,23 @@ def task_metrics(venv: VectorEnv) -> tuple[str, ...]:
     return ()
 
 
-def _maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env]:
+def _maker(
+    env_id: str, kwargs: dict[str, Any], wrappers: tuple[dict[str, Any], ...] | None
+) -> Callable[[], gym.Env]:
     def make() -> gym.Env:
-        import envs  # noqa: F401  (registers our tasks inside subprocess workers too)
-
-        return gym.make(env_id, **kwargs)
+        # resolved again inside subprocess workers: registers our tasks and minigrid's there too
+        return make_env(env_id, kwargs, wrappers)
 
     return make
 
 
-def _copier(env: gym.Env, i: int) -> Callable[[], gym.Env]:
-    return (lambda: env) if i == 0 else (lambda: copy.deepcopy(env))
+def _copier(
+    env: gym.Env, i: int, wrappers: tuple[dict[str, Any], ...] | None
+) -> Callable[[], gym.Env]:
+    def copy_env() -> gym.Env:
+        return apply_wrappers(env if i == 0 else copy.deepcopy(env), wrappers)
+
+    return copy_env
 
 
 @dataclass

@@ -90,6 +90,9 @@ def registered_ids() -> list[str]:
 def resolve_env_id(name: str) -> str:
     """Maps a short name (``"corridor"``) or any registered gymnasium id to a gymnasium id.
 
+    The ids of our tasks only; the agents and scripts resolve every form of id (minigrid's,
+    ``module:Env-v0``) with ``agents.resolve_env``.
+
     Raises:
         ValueError: ``name`` is neither a short name nor a registered id (the message lists both).
     """

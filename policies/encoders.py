@@ -1,9 +1,11 @@
 """Observation encoders: map a gymnasium observation to one feature vector per step.
 
 ``make_encoder(observation_space)`` picks the encoder: any ``Box`` (our ``(3, 3, V)`` binary
-bag-of-words grids included; flattened, scaled if it is an image), ``Discrete`` (an embedding)
-and ``Dict`` spaces (each key encoded and concatenated). Encoders take time-major batches
-``(T, B, *obs_shape)`` or flat batches ``(N, *obs_shape)``: every leading dim is kept.
+bag-of-words grids included; flattened, scaled if it is an image), ``Discrete`` (an embedding),
+minigrid's symbolic observations (:func:`is_symbolic_grid`: a ``Dict`` of an ``image`` of
+category codes and a ``direction``; :class:`SymbolicGridEncoder`) and other ``Dict`` spaces (each
+key encoded and concatenated). Encoders take time-major batches ``(T, B, *obs_shape)`` or flat
+batches ``(N, *obs_shape)``: every leading dim is kept.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BoxEncoder", "DictEncoder", "make_encoder"]
+__all__ = ["BoxEncoder", "DictEncoder", "SymbolicGridEncoder", "is_symbolic_grid", "make_encoder"]
 
 
 class BoxEncoder(nn.Module):
@@ -64,13 +67,20 @@ def make_encoder(space: gym.Space, *, features_dim: int = 64) -> nn.Module:
         raise ValueError(f"features_dim must be >= 1, got {features_dim}")
     if isinstance(space, gym.spaces.Box):
         return BoxEncoder(space, features_dim=features_dim)
+    if is_symbolic_grid(space):
+        return SymbolicGridEncoder(space, features_dim=features_dim)
     if isinstance(space, gym.spaces.Dict):
         return DictEncoder(space, features_dim=features_dim)
     if isinstance(space, gym.spaces.Discrete):
         return _DiscreteEncoder(space, features_dim=features_dim)
+    hint = ""
+    if _is_mission_space(space):
+        hint = (" (minigrid's text mission: make the env from its id, or wrap it in "
+                "envs.wrappers.MissionWords, which drops a constant mission and encodes a varying "
+                "one as a bag of words)")
     raise ValueError(
-        f"unsupported observation space {space!r}; supported: Box, Dict (of supported spaces), "
-        "Discrete"
+        f"unsupported observation space {space!r}{hint}; supported: Box, Dict (of supported "
+        "spaces), Discrete"
     )
 
 
@@ -83,3 +93,114 @@ class _DiscreteEncoder(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         return torch.relu(self.embed(obs.long() - self.start))
+
+
+# minigrid's symbolic observations
+
+
+def _is_mission_space(space: gym.Space) -> bool:
+    # minigrid's MissionSpace, by duck type (the encoders do not import minigrid)
+    return hasattr(space, "mission_func") and hasattr(space, "ordered_placeholders")
+
+
+def _mission_is_constant(space: gym.Space) -> bool:
+    lists = getattr(space, "ordered_placeholders", None) or []
+    return type(space).__name__ == "MissionSpace" and all(len(v) == 1 for v in lists)
+
+
+def is_symbolic_grid(space: gym.Space) -> bool:
+    """Whether ``space`` looks like minigrid's observation dict: an ``image`` ``Box`` of
+    ``uint8`` category codes ``(H, W, C)`` with ``H, W >= 3``, non-negative, and a ``direction``
+    ``Discrete`` (other keys, such as a mission, may come with them)."""
+    if not isinstance(space, gym.spaces.Dict):
+        return False
+    image, direction = space.spaces.get("image"), space.spaces.get("direction")
+    return (
+        isinstance(image, gym.spaces.Box)
+        and image.dtype == np.uint8
+        and len(image.shape) == 3
+        and min(image.shape[:2]) >= 3
+        and float(image.low.min()) >= 0
+        and isinstance(direction, gym.spaces.Discrete)
+    )
+
+
+class SymbolicGridEncoder(nn.Module):
+    """Minigrid's symbolic view as categorical codes, not pixels.
+
+    Each cell of ``image`` holds ``C`` codes (minigrid: object, colour, state). Every channel has
+    its own embedding table, with one row per value the space allows (``high + 1``); a cell is
+    the concatenation of its channels' rows (a linear layer on the cell's one-hot codes), and a
+    small CNN (two 2x2 convolutions, as suits 7x7 views) reads the grid of cells. The direction
+    is embedded; the other keys are encoded by :func:`make_encoder` (a mission as a bag of
+    words, see ``envs.wrappers.MissionWords``), except a constant raw ``MissionSpace``, which
+    carries nothing and is ignored. All are concatenated and mixed by one linear layer into
+    ``features_dim`` features.
+
+    Raises:
+        ValueError: a raw ``MissionSpace`` whose mission varies (text cannot be encoded here:
+            make the env from its id, or wrap it in ``envs.wrappers.MissionWords``).
+    """
+
+    def __init__(
+        self,
+        space: gym.spaces.Dict,
+        *,
+        features_dim: int = 64,
+        code_dim: int = 8,
+        channels: tuple[int, int] = (16, 32),
+    ) -> None:
+        super().__init__()
+        if not is_symbolic_grid(space):
+            raise ValueError(f"not a symbolic grid observation space (is_symbolic_grid): {space}")
+        image = space["image"]
+        h, w, c = image.shape
+        self.features_dim = features_dim
+        self.image_shape = (h, w, c)
+        sizes = [int(image.high[..., k].max()) + 1 for k in range(c)]
+        # one table for all channels: channel k's codes start at offsets[k]
+        offsets = torch.tensor([sum(sizes[:k]) for k in range(c)], dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.codes = nn.Embedding(sum(sizes), code_dim)
+        self.cnn = nn.Sequential(
+            nn.Conv2d(c * code_dim, channels[0], 2),
+            nn.ReLU(),
+            nn.Conv2d(channels[0], channels[1], 2),
+            nn.ReLU(),
+        )
+        n_cnn = channels[1] * (h - 2) * (w - 2)
+        self.direction_start = int(space["direction"].start)
+        self.direction = nn.Embedding(int(space["direction"].n), code_dim)
+        others = {}
+        for key, sub in space.spaces.items():
+            if key in ("image", "direction"):
+                continue
+            if _is_mission_space(sub):
+                if _mission_is_constant(sub):
+                    continue  # one mission for every episode: nothing to encode
+                raise ValueError(
+                    f"observation key {key!r} is a minigrid mission that varies ({sub}); text "
+                    "cannot be encoded here: make the env from its id, or wrap it in "
+                    "envs.wrappers.MissionWords (a bag of words)"
+                )
+            others[key] = make_encoder(sub, features_dim=features_dim)
+        self.others = nn.ModuleDict(others)
+        n_in = n_cnn + code_dim + sum(int(e.features_dim) for e in others.values())
+        self.mix = nn.Sequential(nn.Linear(n_in, features_dim), nn.ReLU())
+
+    def code_indices(self, image: Tensor) -> Tensor:
+        """Rows of the embedding table for each cell's codes: ``(..., H, W, C)`` int64, channel
+        ``k``'s code ``v`` at row ``offsets[k] + v``."""
+        return image.long() + self.offsets
+
+    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+        image = obs["image"]
+        lead = image.shape[:-3]  # (T, B) or (N,)
+        h, w, c = self.image_shape
+        cells = self.codes(self.code_indices(image.reshape(-1, h, w, c)))  # (N, H, W, C, E)
+        cells = cells.flatten(-2).permute(0, 3, 1, 2)  # (N, C * E, H, W)
+        parts = [self.cnn(cells).flatten(1).reshape(*lead, -1),
+                 # (a direction stored as (..., 1), as SB3's buffers do, reshaped to the lead)
+                 self.direction(obs["direction"].long().reshape(lead) - self.direction_start)]
+        parts += [enc(obs[k]) for k, enc in self.others.items()]
+        return self.mix(torch.cat(parts, dim=-1))

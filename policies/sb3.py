@@ -56,7 +56,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtr
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from .encoders import make_encoder
+from .encoders import is_symbolic_grid, make_encoder
 from .memory import (
     Memory,
     State,
@@ -127,7 +127,9 @@ class BagOfWordsExtractor(BaseFeaturesExtractor):
 
     Made for our ``(3, 3, V)`` bag-of-words observations; other Box, Discrete and Dict spaces get
     the encoder ``make_encoder`` picks for them, fed with what SB3's preprocessing produces (images
-    divided by 255, discrete observations one-hot)::
+    divided by 255, discrete observations one-hot), except minigrid's symbolic observations
+    (``is_symbolic_grid``), whose codes and direction are restored for
+    :class:`~policies.encoders.SymbolicGridEncoder`::
 
         PPO("MlpPolicy", env, policy_kwargs={"features_extractor_class": BagOfWordsExtractor})
     """
@@ -145,13 +147,31 @@ class BagOfWordsExtractor(BaseFeaturesExtractor):
             normalized_images: whether SB3 divides image observations by 255 before the extractor
                 (the policy's ``normalize_images``, True by default in SB3).
         """
-        encoder = make_encoder(
-            _preprocessed_space(observation_space, normalized_images), features_dim=features_dim
-        )
+        # minigrid's symbolic observations keep their codes: SB3's preprocessing (image / 255,
+        # direction one-hot) is undone in forward
+        self.symbolic = is_symbolic_grid(observation_space)
+        self.image_scale = 1.0
+        if self.symbolic:
+            image = observation_space["image"]
+            if normalized_images and is_image_space(image, check_channels=False):
+                self.image_scale = 255.0
+            encoder = make_encoder(observation_space, features_dim=features_dim)
+        else:
+            encoder = make_encoder(
+                _preprocessed_space(observation_space, normalized_images),
+                features_dim=features_dim,
+            )
         super().__init__(observation_space, encoder.features_dim)
         self.encoder = encoder
 
     def forward(self, observations: Tensor | dict[str, Tensor]) -> Tensor:
+        if self.symbolic:
+            assert isinstance(observations, dict)
+            observations = {
+                **observations,
+                "image": (observations["image"] * self.image_scale).round().long(),
+                "direction": observations["direction"].argmax(-1),  # SB3's one-hot -> value
+            }
         return self.encoder(observations)
 
 

@@ -26,6 +26,7 @@ from agents import ALGORITHMS  # noqa: E402
 from agents.buffer import obs_to_tensor  # noqa: E402
 from agents.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from agents.cli import OneLineParser, parse_kv  # noqa: E402
+from agents.env_ids import make_env, wrappers_for  # noqa: E402
 from agents.evaluation import evaluate  # noqa: E402
 from agents.validation import check_device, check_int  # noqa: E402
 from agents.vec import resolve_env  # noqa: E402
@@ -43,14 +44,10 @@ def load_agent(path: str, device: str):
 def record_episode(model, env_id: str, seed: int, deterministic: bool, want_frames: bool,
                    env_kwargs: dict | None = None):
     """One episode in one env: frames (if asked) and the memory's aux at every step."""
-    import gymnasium as gym
-
-    import envs  # noqa: F401
-
     kwargs = dict(model.env_kwargs if env_kwargs is None else env_kwargs)
     if want_frames:
         kwargs["render_mode"] = "rgb_array"
-    env = gym.make(env_id, **kwargs)
+    env = make_env(env_id, kwargs, wrappers_for(model, env_id))
     obs, _ = env.reset(seed=seed)
     policy = model.policy.eval()
     state = policy.initial_state(1)

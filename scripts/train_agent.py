@@ -2,6 +2,7 @@
 
     python scripts/train_agent.py --env corridor                      # default policy, PPO
     python scripts/train_agent.py --env MemoRL/Corridor-L10-v0 --policy lstm --total-steps 300000
+    python scripts/train_agent.py --env MiniGrid-MemoryS7-v0           # minigrid's own tasks
     python scripts/train_agent.py --resume runs/<run>/checkpoint.pt   # continue a stopped run
     torchrun --nproc-per-node 4 scripts/train_agent.py --env corridor   # data-parallel, 4 ranks
 
@@ -111,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--env", default=None,
-                        help="env short name (corridor, portal, instruction, ...) or a "
-                             "registered gymnasium id; some have presets (listed below) "
-                             "(default: corridor)")
+                        help="env short name (corridor, portal, instruction, tmaze), one of "
+                             "our ids (MemoRL/Corridor-L10-v0), a minigrid id "
+                             "(MiniGrid-MemoryS7-v0), any registered gymnasium id, or "
+                             "module:Env-v0 (the module imported first); some have presets "
+                             "(listed below) (default: corridor)")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", default=None,
                         help="arguments of gymnasium.make for the env")
     parser.add_argument("--policy", default=None, choices=available_policies(),
