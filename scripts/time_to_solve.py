@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--success", type=float, default=0.95, help="target rate (%(default)s)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
                    help="trainer options over the defaults and the preset")
+    p.add_argument("--policy-kwargs", nargs="*", metavar="KEY=VALUE", default=None,
+                   help="memory hyperparameters over the preset's")
     p.add_argument("--tag", default="default", help="name of this configuration (%(default)s)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "docs/results/time_to_solve")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs/time_to_solve")
@@ -77,6 +79,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         model = cls(args.policy, args.env, seed=seed, tensorboard_log=None, checkpoint_path=ckpt,
+                    policy_kwargs=parse_kv(args.policy_kwargs, "--policy-kwargs"),
                     **parse_kv(args.set, "--set"))
         model.log_dir = run_dir
         fresh = True
@@ -103,7 +106,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     hit = next((h for h in history if h["success"] >= args.success), None)
     result = {
         "env": resolve_env(args.env), "policy": args.policy, "algo": args.algo, "seed": seed,
-        "tag": args.tag, "set": args.set or [], "target_success": args.success,
+        "tag": args.tag, "set": args.set or [],
+        "policy_kwargs": args.policy_kwargs or [], "target_success": args.success,
         "episodes": args.episodes, "total_steps": args.total_steps,
         "solved": hit is not None,
         "steps_to_solve": hit["step"] if hit else None,
