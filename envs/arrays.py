@@ -29,6 +29,7 @@ here, and torch's own advanced indexing slower still (20x for a table of views).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,11 @@ class Scalar:
         """Index of the first true entry along the leading axis (0 where none)."""
         return int(mask.argmax())
 
+    def amin(self, a: Any, axis: int) -> Any:
+        """The least entry of ``a`` along ``axis`` (a Python int for one env's vector)."""
+        least = a.min(axis)
+        return least.item() if least.ndim == 0 else least
+
     def view(self, table: np.ndarray, index: Any) -> np.ndarray:
         """An observation from a table: ``table[index]`` for an index per env (a whole
         ``(3, 3, V)`` view), or the ``(3, 3, V)`` of 9 cell ids ``(9, ...)`` per env."""
@@ -204,8 +210,8 @@ class Numpy(Scalar):
         return cols
 
     def at(self, vector: Any, index: Any) -> Any:
-        flat, offsets = self._flat(vector)
-        return flat.take(index * offsets[0] + offsets[1])
+        flat, (stride, offset) = self._flat(vector)
+        return flat.take(index + offset if stride == 1 else index * stride + offset)
 
     def _flat(self, vector: Any) -> tuple[Any, Any]:
         # a (K, n) field as one flat view, with the flat index of entry (k, j) k * stride +
@@ -220,13 +226,20 @@ class Numpy(Scalar):
 
     def put_at(self, vector: Any, index: Any, value: Any, where: Any = None) -> None:
         """``vector[index[j], j] = value[j]`` for each env ``j`` where ``where`` (in place)."""
-        flat, offsets = self._flat(vector)
-        flat_index = index * offsets[0] + offsets[1]
-        if where is None or np.count_nonzero(where) == np.size(where) == flat_index.size:
-            flat[flat_index] = value
-        else:
-            where = np.broadcast_to(where, flat_index.shape)
-            flat[flat_index[where]] = np.broadcast_to(value, flat_index.shape)[where]
+        flat, (stride, offset) = self._flat(vector)
+        flat_index = index + offset if stride == 1 else index * stride + offset
+        if where is not None:
+            hits = np.count_nonzero(where)
+            if hits == 0:
+                return
+            if not hits == np.size(where) == flat_index.size:  # (else: everywhere)
+                if flat_index.ndim == np.ndim(where) == 1:  # (an entry per env: distinct)
+                    flat[flat_index] = np.where(where, value, flat.take(flat_index))
+                else:
+                    where = np.broadcast_to(where, flat_index.shape)
+                    flat[flat_index[where]] = np.broadcast_to(value, flat_index.shape)[where]
+                return
+        flat[flat_index] = value
 
     def first_true(self, mask: Any) -> Any:
         return mask.argmax(0)
@@ -334,6 +347,9 @@ class Torch(Numpy):
     def first_true(self, mask: Any) -> Any:
         return mask.to(self.torch.uint8).argmax(0)
 
+    def amin(self, a: Any, axis: int) -> Any:
+        return a.amin(axis)
+
     def at(self, vector: Any, index: Any) -> Any:
         return vector[index, self.cols(vector.shape[-1])]
 
@@ -429,6 +445,14 @@ class One:
     def update(self, sub: One) -> None:
         """Nothing to write back: a sub-state of one env is the env itself."""
 
+    def rounds(self, name: str, limit: int) -> Iterator[One]:
+        """This state, as long as field ``name`` has a true entry (at most ``limit`` times): see
+        :meth:`Batch.rounds`."""
+        for _ in range(limit):
+            if not getattr(self, name).any():
+                return
+            yield self
+
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
         """``field[index] = value`` in the per-env vector ``name`` (where ``where`` holds)."""
         array = getattr(self, name)
@@ -470,6 +494,29 @@ class Batch:
             return _Sub(self, None, cond if self._mask is None else self._mask & cond)
         rows = xp.nonzero(cond)
         return _Sub(self, rows, None) if rows.shape[0] else None
+
+    def rounds(self, name: str, limit: int) -> Iterator[Batch]:
+        """Rounds of work on the envs where the ``(K, n)`` bool field ``name`` has a true entry:
+        a sub-state of those envs per round, until none has one or after ``limit`` rounds (the
+        rounds clear the entries they handle; a loop over them must not ``break``). Host
+        backends select each round's envs among the previous round's (a subset: entries are
+        only cleared) and write the rounds back when the loop ends; masked ones run ``limit``
+        rounds over every env, each written back as it ends."""
+        if self.xp.masked:
+            for _ in range(limit):
+                sub = self.select(getattr(self, name).any(0))
+                yield sub  # type: ignore[misc]  (never None when masked)
+                self.update(sub)  # type: ignore[arg-type]
+            return
+        chain: list[Batch] = [self]
+        for _ in range(limit):
+            sub = chain[-1].select(getattr(chain[-1], name).any(0))
+            if sub is None:
+                break
+            yield sub
+            chain.append(sub)
+        for i in range(len(chain) - 1, 0, -1):
+            chain[i - 1].update(chain[i])  # type: ignore[arg-type]
 
     def update(self, sub: _Sub) -> None:
         """Writes what the rules assigned to ``sub`` back into this state."""

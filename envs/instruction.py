@@ -201,7 +201,8 @@ class InstructionEnv(TaskEnv):
             kind_bits=xp.column([1 << k for k in range(c)]),
             slots=xp.column([SLOTS_PER_CHARACTER * k + 3 for k in range(c)]
                             + [SLOT_INSTRUCTION, SLOT_INSTRUCTION + 3, SLOT_INSTRUCTION + 4]),
-            three=xp.column([0, 1, 2]), messenger=xp.column([1, 2]),
+            three=xp.column([0, 1, 2]),
+            messenger=xp.column([SLOT_INSTRUCTION + 1, SLOT_INSTRUCTION + 2]),
             queue_slots=xp.column(range(self.queue)),
             no_place=xp.column([-1] * c), zeros=xp.column([0] * c),
             empty_queue=xp.column([_NONE] * (c * self.queue)),
@@ -234,14 +235,13 @@ class InstructionEnv(TaskEnv):
         if xp.masked or xp.any(anywhere):  # (a full room: a place anywhere)
             here, pick = xp.where(anywhere, free, here), xp.where(anywhere, h[2], h[1])
             count = here.sum(0)
-        chosen = xp.first_true(here.cumsum(0) > xp.below(pick, xp.maximum(count, 1)))
-        # (where nothing is to be written, the writes go to the agent's cell, always empty)
+        chosen = xp.first_true(here.cumsum(0) > xp.below(pick, count))  # (0 if no place)
         ok = count > 0
-        leave = ok & (old >= 0)
         s.n_present = s.n_present + (ok & (old < 0))  # (a character back)
-        s.put("cells", xp.where(leave, T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
-        s.put("cells", xp.where(ok, T.place_cell[chosen], s.pos), xp.where(ok, _CHARACTER + k, 0))
-        s.put("place", k, xp.where(ok, chosen, old))
+        # (the old place left, if any: else the write goes to the agent's cell, always empty)
+        s.put("cells", xp.where(ok & (old >= 0), T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
+        s.put("cells", T.place_cell[chosen], _CHARACTER + k, where=ok)
+        s.put("place", k, chosen, where=ok)
         s.put("away", k, 0, where=ok)
 
     def transition(self, s: Any) -> None:
@@ -252,8 +252,8 @@ class InstructionEnv(TaskEnv):
         # character waiting for a message (in view) can execute or fail one
         tell = s.action >= len(MOVES)
         s.reward = xp.where(tell, -self.tell_penalty, 0.0)
-        seen = T.bits[s.view].sum(0)  # a bit per character in view (before this step's move)
-        hit = s.select(tell & ((seen & s.pending) > 0))
+        s.seen = T.bits[s.view].sum(0)  # a bit per character in view (before this move)
+        hit = s.select(tell & ((s.seen & s.pending) > 0))
         if hit is not None:
             self._tell(hit)
             s.update(hit)
@@ -274,48 +274,46 @@ class InstructionEnv(TaskEnv):
         """A tell of subject ``action - 4`` to the neighbours: the oldest matching instruction
         is executed, else each neighbour's oldest pending instruction fails."""
         xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
-        near = ((T.bits[s.view].sum(0) >> T.kinds) & 1) > 0  # per kind
-        given, shape = s.given, (c, q, *s.given.shape[1:])  # (the queue by target)
-        match = near.reshape(c, 1, *near.shape[1:]) \
-            & (s.subjects == s.action - len(MOVES)).reshape(shape) & (given < _NONE).reshape(shape)
-        keyed = xp.where(match.reshape(given.shape), given, _NONE)
-        oldest = keyed.argmin(0)
-        executed = xp.at(keyed, oldest) < _NONE
-        s.put("given", oldest, _NONE, where=executed)
+        near = (s.seen & T.kind_bits) > 0  # per kind
+        per_kind = (c, 1, *near.shape[1:])
+        given, shape = s.given, (c, q, *s.given.shape[1:])
+        queued = given.reshape(shape)  # (the queue by target; an empty entry is _NONE)
+        match = near.reshape(per_kind) & (s.subjects == s.action - len(MOVES)).reshape(shape)
+        # the step the oldest matching instruction was given (_NONE: none); a step gives one
+        # instruction at most, so that step names it
+        oldest = xp.amin(xp.where(match, queued, _NONE).reshape(given.shape), 0)
+        executed = oldest < _NONE
         # a neighbour waiting for a message got the wrong one: its oldest instruction fails
-        first = T.kinds * q + given.reshape(shape).argmin(1)
-        fails = near & xp.not_(executed) & (xp.at(given, first) < _NONE)
-        s.put("given", first, _NONE, where=fails)
+        first = xp.amin(queued, 1)  # (each target's oldest, _NONE: none)
+        fails = near & (first < _NONE) & xp.not_(executed)
+        drop = (queued == oldest) | ((queued == first.reshape(per_kind)) & fails.reshape(per_kind))
+        s.given = xp.where(drop.reshape(given.shape), _NONE, given)
         s.instructions_done = s.instructions_done + executed
         s.instructions_failed = s.instructions_failed + fails.sum(0)
         s.reward = xp.where(executed, 1.0, s.reward)
-        waiting = (given < _NONE).reshape(shape).any(1)
-        s.pending = (waiting * T.kind_bits).sum(0)
+        s.pending = ((xp.amin(s.given.reshape(shape), 1) < _NONE) * T.kind_bits).sum(0)
 
     def _update_world(self, s: Any) -> None:
         xp, T, c = s.xp, s.T, self.n_characters
         s.base = xp.base(s.key, s.t)
         h = xp.draw(s.base, T.slots)  # each character's move?, messenger?, passer-by?, word
         away = s.away
-        s.moving = (away == 0) & (h[:c] < round(self.move_prob * 2**32))
-        s.events = ((away > 0) & (away <= s.t)) | s.moving  # back, or moving
+        # back (away, and due) or moving (present, and drawn to); (a present one's away is 0)
+        s.events = (away <= s.t) & ((away > 0) | (h[:c] < round(self.move_prob * 2**32)))
         # in the characters' order (a move changes the next one's places): each round, the
         # first character left of each env with one
-        for _ in range(c):
-            one = s.select(s.events.any(0))
-            if one is None:
-                break
+        for one in s.rounds("events", c):
             k = xp.first_true(one.events)
-            moving, old = xp.at(one.moving, k), xp.at(one.place, k)
+            old = xp.at(one.place, k)
+            moving = old >= 0  # (a character present has a place, one away none)
             h3 = xp.draw(one.base, T.three + (SLOTS_PER_CHARACTER * k + 4 * moving))
-            room = xp.below(h3[0], self.n_rooms)
-            if self.n_rooms > 1:  # a move goes to another room
-                other = xp.below(h3[0], self.n_rooms - 1)
-                other = other + (other >= T.room_of[xp.maximum(old, 0)])
-                room = xp.where(moving, other, room)
+            if self.n_rooms > 1:  # a move goes to another room: one of the n_rooms - 1 others
+                room = xp.below(h3[0], xp.where(moving, self.n_rooms - 1, self.n_rooms))
+                room = room + (moving & (room >= T.room_of[xp.maximum(old, 0)]))
+            else:
+                room = xp.below(h3[0], 1)
             self._place(one, k, room, h3, old)
             one.put("events", k, False)
-            s.update(one)
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
             & (h[c] < round(self.instruction_prob * 2**32))
         say = xp.not_(instruct) & (h[c + 1] < round(self.distractor_prob * 2**32))
@@ -328,12 +326,13 @@ class InstructionEnv(TaskEnv):
     def _instruct(self, s: Any) -> None:
         """A messenger: a present character is sent away with an instruction about another."""
         xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
-        h = xp.draw(s.base, T.messenger + SLOT_INSTRUCTION)
-        j, present = xp.below(h[0], s.n_present), s.away == 0
-        target = xp.first_true(present & (present.cumsum(0) == j + 1))
+        h = xp.draw(s.base, T.messenger)
+        present = s.away == 0  # (the j-th present character, j drawn below n_present)
+        target = xp.first_true(present.cumsum(0) > xp.below(h[0], s.n_present))
         subject = xp.below(h[1], c - 1)
         subject = subject + (subject >= target)  # any kind but the target
-        entry = target * q + xp.first_true(xp.at(s.given, target * q + T.queue_slots) == _NONE)
+        queue = target * q
+        entry = queue + xp.first_true(xp.at(s.given, queue + T.queue_slots) == _NONE)
         s.put("given", entry, s.t)
         s.put("subjects", entry, subject)
         s.instructions_given, s.n_present = s.instructions_given + 1, s.n_present - 1
