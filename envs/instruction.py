@@ -28,6 +28,7 @@ DISTRACTOR_WORDS = (
     "market", "dragon", "river", "song", *CHARACTER_NAMES,
 )  # fmt: skip
 _KEEP_FREE = ((2, 2), (2, 3))  # a room's centre and the floor cell inside its doorway
+_ROOM_PLACES = 9 - len(_KEEP_FREE)  # standing places per room (place p is in room p // 7)
 _EMPTY, _WALL, _CHARACTER = 0, 1, 2  # object ids of a cell; character k is 2 + k
 _NONE = 1 << 62  # the step of an empty queue entry
 #: Keyed-draw slots of a step: character ``k`` uses ``[8 k, 8 k + 7)`` (0-2 where it returns or
@@ -193,7 +194,6 @@ class InstructionEnv(TaskEnv):
             walls=xp.column([int(self._wall(i % w, i // w)) for i in range(7 * w)]),
             place_cells=xp.column(place_cells), place_cell=xp.table(place_cells),
             place_room=xp.column([(x - 1) // 4 for x, _ in places]),
-            room_of=xp.table([(x - 1) // 4 for x, _ in places]),
             window=xp.column([dy * w + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]),
             step=xp.table([dy * w + dx for dx, dy in MOVES] + [0] * c),
             obs=xp.table(obs), bits=xp.array(bits), kinds=xp.column(range(c)),
@@ -267,7 +267,7 @@ class InstructionEnv(TaskEnv):
     def _look(self, s: Any) -> None:
         """``s.view``: the object ids of the 9 cells around the agent, the centre's the words
         heard (``observe`` reads it, the next step's tells too)."""
-        s.view = s.xp.at(s.cells, s.pos + s.T.window)
+        s.view = s.xp.at(s.cells, s.pos, s.T.window)
         s.view[4] = 2 + self.n_characters + s.heard  # (the agent's cell is always empty)
 
     def _tell(self, s: Any) -> None:
@@ -309,7 +309,7 @@ class InstructionEnv(TaskEnv):
             h3 = xp.draw(one.base, T.three + (SLOTS_PER_CHARACTER * k + 4 * moving))
             if self.n_rooms > 1:  # a move goes to another room: one of the n_rooms - 1 others
                 room = xp.below(h3[0], xp.where(moving, self.n_rooms - 1, self.n_rooms))
-                room = room + (moving & (room >= T.room_of[xp.maximum(old, 0)]))
+                room = room + (moving & (room >= old // _ROOM_PLACES))  # (past its own)
             else:
                 room = xp.below(h3[0], 1)
             self._place(one, k, room, h3, old)
@@ -331,8 +331,9 @@ class InstructionEnv(TaskEnv):
         target = xp.first_true(present.cumsum(0) > xp.below(h[0], s.n_present))
         subject = xp.below(h[1], c - 1)
         subject = subject + (subject >= target)  # any kind but the target
-        queue = target * q
-        entry = queue + xp.first_true(xp.at(s.given, queue + T.queue_slots) == _NONE)
+        entry = target * q  # the target's first free queue entry (a queue of 1: the one)
+        if q > 1:
+            entry = entry + xp.first_true(xp.at(s.given, entry + T.queue_slots) == _NONE)
         s.put("given", entry, s.t)
         s.put("subjects", entry, subject)
         s.instructions_given, s.n_present = s.instructions_given + 1, s.n_present - 1
