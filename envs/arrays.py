@@ -174,6 +174,8 @@ class Scalar:
 class Numpy(Scalar):
     """``N`` envs in numpy arrays on the host, the env axis last."""
 
+    through = True  # (sub-states read and write 2-d fields in their parent's arrays: _Sub.at)
+
     def __init__(self) -> None:
         self._cols: dict[int, np.ndarray] = {}
         self._offsets: dict[tuple[int, int, bool], tuple[int, np.ndarray]] = {}
@@ -213,26 +215,35 @@ class Numpy(Scalar):
         return cols
 
     def at(self, vector: Any, index: Any, plus: Any = None) -> Any:
-        flat, (stride, offset) = self._flat(vector)
-        index = index + offset if stride == 1 else index * stride + offset
-        if plus is not None:
-            index = index + (plus if stride == 1 else plus * stride)
-        return flat.take(index)
+        return self.take_flat(*self.flat(vector), index, plus)
 
-    def _flat(self, vector: Any) -> tuple[Any, Any]:
-        # a (K, n) field as one flat view, with the flat index of entry (k, j) k * stride +
-        # offset[j]: a flat take or put is several times faster than a 2-d fancy index
+    def flat(self, vector: Any) -> tuple[Any, int, Any]:
+        """A contiguous ``(K, n)`` field as one flat view, with the flat index of its entry
+        ``(k, j)``, ``k * stride + offset[j]``: ``(view, stride, offset)`` (a flat take or put is
+        several times faster than a 2-d fancy index)."""
         major = vector.flags.f_contiguous
         key = (*vector.shape, major)
         offsets = self._offsets.get(key)
         if offsets is None:
             k, n = vector.shape
             offsets = self._offsets[key] = (1, np.arange(n) * k) if major else (n, np.arange(n))
-        return (vector.T if major else vector).reshape(-1), offsets
+        return (vector.T if major else vector).reshape(-1), *offsets
+
+    def take_flat(self, flat: Any, stride: int, offset: Any, index: Any,
+                  plus: Any = None) -> Any:
+        """:meth:`at` on a field's :meth:`flat` view (``offset``: of the envs wanted)."""
+        index = index + offset if stride == 1 else index * stride + offset
+        if plus is not None:
+            index = index + (plus if stride == 1 else plus * stride)
+        return flat.take(index)
 
     def put_at(self, vector: Any, index: Any, value: Any, where: Any = None) -> None:
         """``vector[index[j], j] = value[j]`` for each env ``j`` where ``where`` (in place)."""
-        flat, (stride, offset) = self._flat(vector)
+        self.put_flat(*self.flat(vector), index, value, where)
+
+    def put_flat(self, flat: Any, stride: int, offset: Any, index: Any, value: Any,
+                 where: Any = None) -> None:
+        """:meth:`put_at` on a field's :meth:`flat` view (``offset``: of the envs written)."""
         flat_index = index + offset if stride == 1 else index * stride + offset
         if where is not None:
             hits = np.count_nonzero(where)
@@ -323,6 +334,8 @@ class Torch(Numpy):
             raise ValueError(f"device must be None, 'numpy' or a torch device ('cpu', 'cuda'), "
                              f"got {device!r}") from err
         self.force_masked = False
+
+    through = False  # (sub-states gather the fields they use)
 
     @property
     def masked(self) -> bool:  # type: ignore[override]
@@ -464,6 +477,10 @@ class One:
                 return
             yield self
 
+    def at(self, name: str, index: Any, plus: Any = None) -> Any:
+        """``xp.at`` of the per-env vector ``name``: see :meth:`Batch.at`."""
+        return self.xp.at(getattr(self, name), index, plus)
+
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
         """``field[index] = value`` in the per-env vector ``name`` (where ``where`` holds)."""
         array = getattr(self, name)
@@ -554,9 +571,15 @@ class Batch:
             xp.scatter(old, rows, value)
             self._dirty.add(name)
 
+    def at(self, name: str, index: Any, plus: Any = None) -> Any:
+        """``xp.at(field, index, plus)`` of the per-env vector ``name``; a sub-state on the host
+        reads it from its parent's array (no gather of the whole field)."""
+        return self.xp.at(getattr(self, name), index, plus)
+
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
         """``field[index] = value`` in the per-env vector ``name`` (``index`` per env), at the
-        envs (or entries) where ``where`` holds."""
+        envs (or entries) where ``where`` holds; a sub-state on the host writes it into its
+        parent's array, unless it has the field already (read or assigned)."""
         if self._mask is not None:
             where = self._mask if where is None else where & self._mask
         else:
@@ -591,5 +614,46 @@ class _Sub(Batch):
         self.__dict__[name] = value
         self._dirty.add(name)
 
+    def at(self, name: str, index: Any, plus: Any = None) -> Any:
+        through = self._through(name)
+        if through is None:
+            return super().at(name, index, plus)
+        return self.xp.take_flat(*through[1:], index, plus)
 
-_META = frozenset({"xp", "T", "n", "_parent", "_rows", "_mask", "_dirty"})
+    def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
+        through = self._through(name)
+        if through is None:
+            super().put(name, index, value, where)
+            return
+        owner, *flat = through
+        owner._dirty.add(name)  # (an ancestor sub-state's own copy: written back by it)
+        self.xp.put_flat(*flat, index, value, where)
+
+    def _through(self, name: str) -> tuple[Batch, Any, int, Any] | None:
+        # Field `name` in the nearest state up the chain that holds it (the root, or a
+        # sub-state that read or assigned it): that state, the field's flat view there and
+        # the flat offsets of this sub-state's envs; None where this state must use its own
+        # copy (masked, torch, the field here already, or not a contiguous 2-d array).
+        d = self.__dict__
+        rows = d["_rows"]
+        if rows is None or name in d or not d["xp"].through:
+            return None
+        cache = d.get("_flats")
+        if cache is None:
+            cache = d["_flats"] = {}
+        hit = cache.get(name)
+        if hit is None:
+            parent = d["_parent"]
+            up = parent._through(name) if isinstance(parent, _Sub) else None
+            if up is None:
+                vector = getattr(parent, name)
+                if not is_array(vector) or vector.ndim != 2 \
+                        or not (vector.flags.c_contiguous or vector.flags.f_contiguous):
+                    return None
+                up = (parent, *d["xp"].flat(vector))
+            owner, flat, stride, offset = up
+            hit = cache[name] = (owner, flat, stride, offset[rows])
+        return hit
+
+
+_META = frozenset({"xp", "T", "n", "_parent", "_rows", "_mask", "_dirty", "_flats"})

@@ -228,7 +228,7 @@ class InstructionEnv(TaskEnv):
         """Character ``k`` (per env; now at place ``old``, -1 if away) to a free place of
         ``room`` (or of any room if that one is full; draws ``h[1]``, ``h[2]``), if any."""
         xp, T = s.xp, s.T
-        free = (xp.at(s.cells, T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
+        free = (s.at("cells", T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
         here = free & (T.place_room == room)
         count, pick = here.sum(0), h[1]
         anywhere = count == 0
@@ -247,7 +247,7 @@ class InstructionEnv(TaskEnv):
     def transition(self, s: Any) -> None:
         xp, T = s.xp, s.T
         target = s.pos + T.step[s.action]  # a move into a wall or a character stays
-        s.pos = xp.where(xp.at(s.cells, target) != _EMPTY, s.pos, target)
+        s.pos = xp.where(s.at("cells", target) != _EMPTY, s.pos, target)
         # a tell: -tell_penalty, unless it executes an instruction; only one told to a
         # character waiting for a message (in view) can execute or fail one
         tell = s.action >= len(MOVES)
@@ -267,7 +267,7 @@ class InstructionEnv(TaskEnv):
     def _look(self, s: Any) -> None:
         """``s.view``: the object ids of the 9 cells around the agent, the centre's the words
         heard (``observe`` reads it, the next step's tells too)."""
-        s.view = s.xp.at(s.cells, s.pos, s.T.window)
+        s.view = s.at("cells", s.pos, s.T.window)
         s.view[4] = 2 + self.n_characters + s.heard  # (the agent's cell is always empty)
 
     def _tell(self, s: Any) -> None:
@@ -304,7 +304,7 @@ class InstructionEnv(TaskEnv):
         # first character left of each env with one
         for one in s.rounds("events", c):
             k = xp.first_true(one.events)
-            old = xp.at(one.place, k)
+            old = one.at("place", k)
             moving = old >= 0  # (a character present has a place, one away none)
             h3 = xp.draw(one.base, T.three + (SLOTS_PER_CHARACTER * k + 4 * moving))
             if self.n_rooms > 1:  # a move goes to another room: one of the n_rooms - 1 others
@@ -333,12 +333,12 @@ class InstructionEnv(TaskEnv):
         subject = subject + (subject >= target)  # any kind but the target
         entry = target * q  # the target's first free queue entry (a queue of 1: the one)
         if q > 1:
-            entry = entry + xp.first_true(xp.at(s.given, entry + T.queue_slots) == _NONE)
+            entry = entry + xp.first_true(s.at("given", entry + T.queue_slots) == _NONE)
         s.put("given", entry, s.t)
         s.put("subjects", entry, subject)
         s.instructions_given, s.n_present = s.instructions_given + 1, s.n_present - 1
         s.pending = s.pending | T.kind_bit[target]
-        s.put("cells", T.place_cell[xp.maximum(xp.at(s.place, target), 0)], _EMPTY)
+        s.put("cells", T.place_cell[xp.maximum(s.at("place", target), 0)], _EMPTY)
         s.put("place", target, -1)
         s.put("away", target, s.t + self.execute_delay)
         s.heard = 1 + len(DISTRACTOR_WORDS) + target * c + subject
