@@ -599,6 +599,7 @@ class _Sub(Batch):
         d["xp"], d["T"] = parent.xp, parent.T
         d["n"] = parent.n if rows is None else int(rows.shape[0])
         d["_parent"], d["_rows"], d["_mask"], d["_dirty"] = parent, rows, mask, set()
+        d["_flats"] = {}  # (see _through)
 
     def __getattr__(self, name: str) -> Any:
         if name[0] == "_":  # (no field's name: special methods, copy and pickle probes)
@@ -607,11 +608,14 @@ class _Sub(Batch):
         value = getattr(d["_parent"], name)
         if d["_rows"] is not None:
             value = d["xp"].gather(value, d["_rows"])  # a copy, owned by this sub-state
+            d["_flats"].pop(name, None)  # (from now on, at and put use the copy)
         d[name] = value
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self.__dict__[name] = value
+        d = self.__dict__
+        d[name] = value
+        d["_flats"].pop(name, None)
         self._dirty.add(name)
 
     def at(self, name: str, index: Any, plus: Any = None) -> Any:
@@ -635,24 +639,22 @@ class _Sub(Batch):
         # the flat offsets of this sub-state's envs; None where this state must use its own
         # copy (masked, torch, the field here already, or not a contiguous 2-d array).
         d = self.__dict__
+        hit = d["_flats"].get(name)
+        if hit is not None:
+            return hit
         rows = d["_rows"]
         if rows is None or name in d or not d["xp"].through:
             return None
-        cache = d.get("_flats")
-        if cache is None:
-            cache = d["_flats"] = {}
-        hit = cache.get(name)
-        if hit is None:
-            parent = d["_parent"]
-            up = parent._through(name) if isinstance(parent, _Sub) else None
-            if up is None:
-                vector = getattr(parent, name)
-                if not is_array(vector) or vector.ndim != 2 \
-                        or not (vector.flags.c_contiguous or vector.flags.f_contiguous):
-                    return None
-                up = (parent, *d["xp"].flat(vector))
-            owner, flat, stride, offset = up
-            hit = cache[name] = (owner, flat, stride, offset[rows])
+        parent = d["_parent"]
+        up = parent._through(name) if isinstance(parent, _Sub) else None
+        if up is None:
+            vector = getattr(parent, name)
+            if not isinstance(vector, np.ndarray) or vector.ndim != 2 \
+                    or not (vector.flags.c_contiguous or vector.flags.f_contiguous):
+                return None
+            up = (parent, *d["xp"].flat(vector))
+        owner, flat, stride, offset = up
+        hit = d["_flats"][name] = (owner, flat, stride, offset[rows])
         return hit
 
 

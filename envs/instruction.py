@@ -230,12 +230,13 @@ class InstructionEnv(TaskEnv):
         xp, T = s.xp, s.T
         free = (s.at("cells", T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
         here = free & (T.place_room == room)
-        count, pick = here.sum(0), h[1]
+        upto = here.cumsum(0)  # (free places so far)
+        count, pick = upto[-1], h[1]
         anywhere = count == 0
         if xp.masked or xp.any(anywhere):  # (a full room: a place anywhere)
-            here, pick = xp.where(anywhere, free, here), xp.where(anywhere, h[2], h[1])
-            count = here.sum(0)
-        chosen = xp.first_true(here.cumsum(0) > xp.below(pick, count))  # (0 if no place)
+            upto = xp.where(anywhere, free, here).cumsum(0)
+            count, pick = upto[-1], xp.where(anywhere, h[2], h[1])
+        chosen = xp.first_true(upto > xp.below(pick, count))  # (0 if no place)
         ok = count > 0
         s.n_present = s.n_present + (ok & (old < 0))  # (a character back)
         # (the old place left, if any: else the write goes to the agent's cell, always empty)
