@@ -29,7 +29,7 @@ here, and torch's own advanced indexing slower still (20x for a table of views).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -82,6 +82,9 @@ def _env_major(shape: tuple[int, ...]) -> bool:
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.flags.writeable = False
     return a
+
+
+_STEP_MIX = tuple(mix(t) for t in range(4096))  # (mix(t) of the steps of most episodes)
 
 
 class Scalar:
@@ -152,17 +155,19 @@ class Scalar:
         :meth:`base`, the part of the draws of step ``t`` that its slots share."""
         return mix(key ^ mix(t & MASK32))
 
-    base = hash
+    def base(self, key: Any, t: Any) -> Any:
+        """:meth:`hash`, the part of the draws of step ``t`` that its slots share."""
+        return mix(key ^ (_STEP_MIX[t] if t < len(_STEP_MIX) else mix(t & MASK32)))
 
     def draw(self, base: Any, slot: Any) -> Any:
         """A uniform 32-bit draw for ``slot`` (an int, or a column of slots)."""
-        if isinstance(slot, np.ndarray):
-            return _mix_u32(np.uint32(base) ^ slot.astype(np.uint32))
+        if isinstance(slot, np.ndarray):  # (a dozen Python mixes beat numpy's calls)
+            return np.array([mix(base ^ s) for s in slot.tolist()])
         return mix(base ^ slot)
 
     def any(self, mask: Any) -> bool:
         """Whether ``mask`` holds anywhere (for one env: whether it holds)."""
-        return bool(np.any(mask))
+        return mask if mask is True or mask is False else bool(np.any(mask))
 
     def below(self, h: Any, n: Any) -> Any:
         """A uniform integer in ``[0, n)`` from a draw ``h`` (``n <= 2**30``)."""
@@ -469,10 +474,16 @@ class One:
     def update(self, sub: One) -> None:
         """Nothing to write back: a sub-state of one env is the env itself."""
 
-    def rounds(self, name: str, limit: int) -> Iterator[One]:
+    def rounds(self, name: str, limit: int) -> Iterable[One]:
         """This state, as long as field ``name`` has a true entry (at most ``limit`` times): see
         :meth:`Batch.rounds`."""
-        for _ in range(limit):
+        if not getattr(self, name).any():
+            return ()  # (the usual case, without a generator)
+        return self._rounds(name, limit)
+
+    def _rounds(self, name: str, limit: int) -> Iterator[One]:
+        yield self
+        for _ in range(limit - 1):
             if not getattr(self, name).any():
                 return
             yield self

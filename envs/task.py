@@ -18,6 +18,7 @@ The class is the gymnasium single env (its state one :class:`~envs.arrays.One`),
 from __future__ import annotations
 
 import abc
+import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -127,6 +128,9 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         self.action_space = spaces.Discrete(len(MOVES) + n_task_actions)
         self._n_actions = len(MOVES) + n_task_actions
         self._xp = Scalar()
+        # (the step info's values of a state, in one call)
+        self._step_values: Any = operator.attrgetter(*self.step_info) \
+            if len(self.step_info) > 1 else lambda s: [getattr(s, k) for k in self.step_info]
         self._tables = self.tables(self._xp)
         self.state: One | None = None
         self._seed_key = self._episode = 0
@@ -191,7 +195,7 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         self.transition(s)
         terminated = bool(s.terminated)
         truncated = not terminated and s.t >= self.time_limit(s)
-        info = {k: _value(getattr(s, k)) for k in self.step_info}
+        info = dict(zip(self.step_info, map(_value, self._step_values(s)), strict=True))
         if terminated or truncated:
             info.update((k, _value(getattr(s, k))) for k in self.metrics)
             info["success"] = info["is_success"] = bool(s.success)  # (SB3's Monitor key)
@@ -200,6 +204,8 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         return self.observe(s), float(s.reward), terminated, bool(truncated), info
 
     def _check_action(self, action: Any) -> int:
+        if type(action) is int and 0 <= action < self._n_actions:  # (the usual case)
+            return action
         if isinstance(action, np.ndarray) and action.shape in ((), (1,)) \
                 and np.issubdtype(action.dtype, np.integer):
             action = action.reshape(()).item()
