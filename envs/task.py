@@ -128,6 +128,7 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         self.action_space = spaces.Discrete(len(MOVES) + n_task_actions)
         self._n_actions = len(MOVES) + n_task_actions
         self._xp = Scalar()
+        self._fixed_limit = type(self).time_limit is TaskEnv.time_limit  # (max_steps)
         # (the step info's values of a state, in one call)
         self._step_values: Any = operator.attrgetter(*self.step_info) \
             if len(self.step_info) > 1 else lambda s: [getattr(s, k) for k in self.step_info]
@@ -194,7 +195,8 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         s.t += 1
         self.transition(s)
         terminated = bool(s.terminated)
-        truncated = not terminated and s.t >= self.time_limit(s)
+        truncated = not terminated and s.t >= (
+            self.max_steps if self._fixed_limit else self.time_limit(s))
         info = dict(zip(self.step_info, map(_value, self._step_values(s)), strict=True))
         if terminated or truncated:
             info.update((k, _value(getattr(s, k))) for k in self.metrics)
