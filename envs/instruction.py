@@ -157,9 +157,6 @@ class InstructionEnv(TaskEnv):
             raise ValueError(f"n_characters must be in [2, {7 * self.n_rooms}] for "
                              f"{self.n_rooms} rooms (7 standing places each), got {n_characters}")
         self.reward_range = (-self.tell_penalty, 1.0)
-        # a draw below these: a character moves, a messenger comes, a passer-by speaks
-        self._below = tuple(round(p * 2**32) for p in (self.move_prob, self.instruction_prob,
-                                                       self.distractor_prob))
         self.last_instruction_step = self.episode_length - self.execute_delay - self.answer_window
         # the most instructions one character can get in an episode: they are a delay apart
         self.queue = (max(self.last_instruction_step, 1) - 1) // self.execute_delay + 1
@@ -304,7 +301,7 @@ class InstructionEnv(TaskEnv):
         h = xp.draw(s.base, T.slots)  # each character's move?, messenger?, passer-by?, word
         away = s.away
         # back (away, and due) or moving (present, and drawn to); (a present one's away is 0)
-        s.events = (away <= s.t) & ((away > 0) | (h[:c] < self._below[0]))
+        s.events = (away <= s.t) & ((away > 0) | (h[:c] < round(self.move_prob * 2**32)))
         # in the characters' order (a move changes the next one's places): each round, the
         # first character left of each env with one
         for one in s.rounds("events", c):
@@ -320,8 +317,8 @@ class InstructionEnv(TaskEnv):
             self._place(one, k, room, h3, old)
             one.put("events", k, False)
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
-            & (h[c] < self._below[1])
-        say = xp.not_(instruct) & (h[c + 1] < self._below[2])
+            & (h[c] < round(self.instruction_prob * 2**32))
+        say = xp.not_(instruct) & (h[c + 1] < round(self.distractor_prob * 2**32))
         s.heard = xp.where(say, 1 + xp.below(h[c + 2], len(DISTRACTOR_WORDS)), 0)
         told = s.select(instruct)
         if told is not None:
