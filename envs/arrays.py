@@ -162,7 +162,15 @@ class Scalar:
     def draw(self, base: Any, slot: Any) -> Any:
         """A uniform 32-bit draw for ``slot`` (an int, or a column of slots)."""
         if isinstance(slot, np.ndarray):  # (a dozen Python mixes beat numpy's calls)
-            return np.array([mix(base ^ s) for s in slot.tolist()])
+            out = []
+            for x in slot.tolist():  # (mix(base ^ x), inlined)
+                x ^= base
+                x ^= x >> 16
+                x = (x * _C1) & MASK32
+                x ^= x >> 15
+                x = (x * _C2) & MASK32
+                out.append(x ^ (x >> 16))
+            return np.array(out)
         return mix(base ^ slot)
 
     def any(self, mask: Any) -> bool:
@@ -630,19 +638,20 @@ class _Sub(Batch):
         self._dirty.add(name)
 
     def at(self, name: str, index: Any, plus: Any = None) -> Any:
-        through = self._through(name)
+        through = self.__dict__["_flats"].get(name) or self._through(name)
         if through is None:
             return super().at(name, index, plus)
-        return self.xp.take_flat(*through[1:], index, plus)
+        _, flat, stride, offset = through
+        return self.xp.take_flat(flat, stride, offset, index, plus)
 
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
-        through = self._through(name)
+        through = self.__dict__["_flats"].get(name) or self._through(name)
         if through is None:
             super().put(name, index, value, where)
             return
-        owner, *flat = through
+        owner, flat, stride, offset = through
         owner._dirty.add(name)  # (an ancestor sub-state's own copy: written back by it)
-        self.xp.put_flat(*flat, index, value, where)
+        self.xp.put_flat(flat, stride, offset, index, value, where)
 
     def _through(self, name: str) -> tuple[Batch, Any, int, Any] | None:
         # Field `name` in the nearest state up the chain that holds it (the root, or a

@@ -38,6 +38,20 @@ SLOTS_PER_CHARACTER = 8
 SLOT_INSTRUCTION = SLOTS_PER_CHARACTER * len(CHARACTER_NAMES)
 
 
+class _Probability:
+    """A probability attribute that keeps its draw threshold, ``round(p * 2**32)`` (a draw
+    below it happens with probability ``p``), as attribute ``<name>_below``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.below = name, f"{name}_below"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj: Any, value: float) -> None:
+        obj.__dict__[self.name], obj.__dict__[self.below] = value, round(value * 2**32)
+
+
 class Character(WorldObj):
     """A person standing in a room, drawn as a figure of its own colour; its word is its name."""
 
@@ -137,6 +151,9 @@ class InstructionEnv(TaskEnv):
     step_info = ("instructions_given", "instructions_done", "instructions_failed",
                  "instructions_pending")
     metrics = ("instructions_given", "instructions_done", "instructions_failed")
+    instruction_prob = _Probability()
+    distractor_prob = _Probability()
+    move_prob = _Probability()
 
     def __init__(self, n_rooms: int = 4, n_characters: int = 8, episode_length: int = 500,
                  execute_delay: int = 200, answer_window: int = 100,
@@ -301,7 +318,7 @@ class InstructionEnv(TaskEnv):
         h = xp.draw(s.base, T.slots)  # each character's move?, messenger?, passer-by?, word
         away = s.away
         # back (away, and due) or moving (present, and drawn to); (a present one's away is 0)
-        s.events = (away <= s.t) & ((away > 0) | (h[:c] < round(self.move_prob * 2**32)))
+        s.events = (away <= s.t) & ((away > 0) | (h[:c] < self.move_prob_below))
         # in the characters' order (a move changes the next one's places): each round, the
         # first character left of each env with one
         for one in s.rounds("events", c):
@@ -317,8 +334,8 @@ class InstructionEnv(TaskEnv):
             self._place(one, k, room, h3, old)
             one.put("events", k, False)
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
-            & (h[c] < round(self.instruction_prob * 2**32))
-        say = xp.not_(instruct) & (h[c + 1] < round(self.distractor_prob * 2**32))
+            & (h[c] < self.instruction_prob_below)
+        say = xp.not_(instruct) & (h[c + 1] < self.distractor_prob_below)
         s.heard = xp.where(say, 1 + xp.below(h[c + 2], len(DISTRACTOR_WORDS)), 0)
         told = s.select(instruct)
         if told is not None:
