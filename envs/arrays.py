@@ -134,6 +134,11 @@ class Scalar:
         """Index of the first true entry along the leading axis (0 where none)."""
         return int(mask.argmax())
 
+    def rows(self, a: Any) -> Any:
+        """The entries of ``a`` along its leading axis, to unpack: Python values for one env,
+        its rows (a value per env each) for a batch."""
+        return a.tolist()
+
     def amin(self, a: Any, axis: int) -> Any:
         """The least entry of ``a`` along ``axis`` (a Python int for one env's vector)."""
         least = a.min(axis)
@@ -175,7 +180,7 @@ class Scalar:
 
     def any(self, mask: Any) -> bool:
         """Whether ``mask`` holds anywhere (for one env: whether it holds)."""
-        return mask if mask is True or mask is False else bool(np.any(mask))
+        return mask if mask is True or mask is False else np.count_nonzero(mask) > 0
 
     def below(self, h: Any, n: Any) -> Any:
         """A uniform integer in ``[0, n)`` from a draw ``h`` (``n <= 2**30``)."""
@@ -219,6 +224,9 @@ class Numpy(Scalar):
 
     def copy(self, a: Any) -> Any:
         return a.copy()
+
+    def rows(self, a: Any) -> Any:
+        return a
 
     def cols(self, n: int) -> Any:
         """``[0, n)``: the env index of each column."""
@@ -485,14 +493,14 @@ class One:
     def rounds(self, name: str, limit: int) -> Iterable[One]:
         """This state, as long as field ``name`` has a true entry (at most ``limit`` times): see
         :meth:`Batch.rounds`."""
-        if not getattr(self, name).any():
+        if not np.count_nonzero(getattr(self, name)):  # (faster than any on a few entries)
             return ()  # (the usual case, without a generator)
         return self._rounds(name, limit)
 
     def _rounds(self, name: str, limit: int) -> Iterator[One]:
         yield self
         for _ in range(limit - 1):
-            if not getattr(self, name).any():
+            if not np.count_nonzero(getattr(self, name)):
                 return
             yield self
 

@@ -333,10 +333,11 @@ class InstructionEnv(TaskEnv):
                 room = xp.below(h3[0], 1)
             self._place(one, k, room, h3, old)
             one.put("events", k, False)
+        messenger, speaker, word = xp.rows(h[c:])
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
-            & (h[c] < self.instruction_prob_below)
-        say = xp.not_(instruct) & (h[c + 1] < self.distractor_prob_below)
-        s.heard = xp.where(say, 1 + xp.below(h[c + 2], len(DISTRACTOR_WORDS)), 0)
+            & (messenger < self.instruction_prob_below)
+        say = xp.not_(instruct) & (speaker < self.distractor_prob_below)
+        s.heard = xp.where(say, 1 + xp.below(word, len(DISTRACTOR_WORDS)), 0)
         told = s.select(instruct)
         if told is not None:
             self._instruct(told)
