@@ -506,7 +506,10 @@ class One:
 
     def at(self, name: str, index: Any, plus: Any = None) -> Any:
         """``xp.at`` of the per-env vector ``name``: see :meth:`Batch.at`."""
-        return self.xp.at(getattr(self, name), index, plus)
+        vector = getattr(self, name)
+        if plus is not None:
+            index = index + plus
+        return vector[index] if isinstance(index, np.ndarray) else int(vector[index])
 
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
         """``field[index] = value`` in the per-env vector ``name`` (where ``where`` holds)."""
