@@ -18,7 +18,6 @@ The class is the gymnasium single env (its state one :class:`~envs.arrays.One`),
 from __future__ import annotations
 
 import abc
-import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -129,9 +128,6 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         self._n_actions = len(MOVES) + n_task_actions
         self._xp = Scalar()
         self._fixed_limit = type(self).time_limit is TaskEnv.time_limit  # (max_steps)
-        # (the step info's values of a state in one call, for two keys or more)
-        self._step_values = operator.attrgetter(*self.step_info) \
-            if len(self.step_info) > 1 else None
         self._tables = self.tables(self._xp)
         self.state: One | None = None
         self._seed_key = self._episode = 0
@@ -197,9 +193,7 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         terminated = bool(s.terminated)
         truncated = not terminated and s.t >= (
             self.max_steps if self._fixed_limit else self.time_limit(s))
-        values = [getattr(s, k) for k in self.step_info] if self._step_values is None \
-            else self._step_values(s)
-        info = dict(zip(self.step_info, map(_value, values), strict=True))
+        info = {k: _value(getattr(s, k)) for k in self.step_info}
         if terminated or truncated:
             info.update((k, _value(getattr(s, k))) for k in self.metrics)
             info["success"] = info["is_success"] = bool(s.success)  # (SB3's Monitor key)
