@@ -236,7 +236,11 @@ class Numpy(Scalar):
         return cols
 
     def at(self, vector: Any, index: Any, plus: Any = None) -> Any:
-        return self.take_flat(*self.flat(vector), index, plus)
+        flat, stride, offset = self.flat(vector)
+        index = index + offset if stride == 1 else index * stride + offset
+        if plus is not None:
+            index = index + (plus if stride == 1 else plus * stride)
+        return flat.take(index)
 
     def flat(self, vector: Any) -> tuple[Any, int, Any]:
         """A contiguous ``(K, n)`` field as one flat view, with the flat index of its entry

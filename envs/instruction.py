@@ -238,12 +238,13 @@ class InstructionEnv(TaskEnv):
         base = xp.base(s.key, s.t)
         for k in range(self.n_characters):  # placed one by one, at step 0
             h = xp.draw(base, T.three + SLOTS_PER_CHARACTER * k)
-            self._place(s, k, xp.below(h[0], self.n_rooms), h, s.full(-1))
+            self._place(s, k, xp.below(h[0], self.n_rooms), h, s.full(-1), s.full(False))
         self._look(s)
 
-    def _place(self, s: Any, k: Any, room: Any, h: Any, old: Any) -> None:
-        """Character ``k`` (per env; now at place ``old``, -1 if away) to a free place of
-        ``room`` (or of any room if that one is full; draws ``h[1]``, ``h[2]``), if any."""
+    def _place(self, s: Any, k: Any, room: Any, h: Any, old: Any, moving: Any) -> None:
+        """Character ``k`` (per env; now at place ``old``, -1 if away; ``moving``: ``old >= 0``)
+        to a free place of ``room`` (or of any room if that one is full; draws ``h[1]``,
+        ``h[2]``), if any."""
         xp, T = s.xp, s.T
         free = (s.at("cells", T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
         here = free & (T.place_room == room)
@@ -255,9 +256,9 @@ class InstructionEnv(TaskEnv):
             count, pick = upto[-1], xp.where(anywhere, h[2], h[1])
         chosen = xp.first_true(upto > xp.below(pick, count))  # (0 if no place)
         ok = count > 0
-        s.n_present = s.n_present + (ok & (old < 0))  # (a character back)
+        s.n_present = s.n_present + (ok & xp.not_(moving))  # (a character back)
         # (the old place left, if any: else the write goes to the agent's cell, always empty)
-        s.put("cells", xp.where(ok & (old >= 0), T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
+        s.put("cells", xp.where(ok & moving, T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
         s.put("cells", T.place_cell[chosen], _CHARACTER + k, where=ok)
         s.put("place", k, chosen, where=ok)
         s.put("away", k, 0, where=ok)
@@ -331,7 +332,7 @@ class InstructionEnv(TaskEnv):
                 room = room + (moving & (room >= old // _ROOM_PLACES))  # (past its own)
             else:
                 room = xp.below(h3[0], 1)
-            self._place(one, k, room, h3, old)
+            self._place(one, k, room, h3, old, moving)
             one.put("events", k, False)
         messenger, speaker, word = xp.rows(h[c:])
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
