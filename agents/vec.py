@@ -3,7 +3,7 @@ that turns the env's batches (numpy arrays, or tensors of a batched env) into to
 device.
 
 Kinds of vector env (``vec``): ``batched``, the native vector implementation of an id (its
-``vector_entry_point``, e.g. :class:`envs.batched.CorridorVectorEnv`: all envs stepped at once
+``vector_entry_point``, e.g. :class:`envs.corridor.CorridorVectorEnv`: all envs stepped at once
 with array operations; on a CUDA training device it runs on that device, so observations arrive
 as tensors where the policy is and never cross the host); ``sync`` (``SyncVectorEnv`` of the
 single env, in this process) and ``async`` (``AsyncVectorEnv``, in subprocesses). ``auto`` picks

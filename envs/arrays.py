@@ -29,6 +29,7 @@ here, and torch's own advanced indexing slower still (20x for a table of views).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,9 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+_STEP_MIX = tuple(mix(t) for t in range(4096))  # (mix(t) of the steps of most episodes)
+
+
 class Scalar:
     """One env: Python scalars, 1-d numpy arrays for per-env vectors (the single gymnasium env)."""
 
@@ -119,13 +123,26 @@ class Scalar:
         """``a`` as float64."""
         return float(a)
 
-    def at(self, vector: np.ndarray, index: Any) -> Any:
-        """``vector[index]`` of each env (``index`` per env, or per env and a leading axis)."""
+    def at(self, vector: np.ndarray, index: Any, plus: Any = None) -> Any:
+        """``vector[index + plus]`` of each env (``index`` per env, or per env and a leading
+        axis; ``plus``: none, or a constant column added to it, e.g. a window of cells)."""
+        if plus is not None:
+            index = index + plus
         return vector[index] if isinstance(index, np.ndarray) else int(vector[index])
 
     def first_true(self, mask: np.ndarray) -> int:
         """Index of the first true entry along the leading axis (0 where none)."""
         return int(mask.argmax())
+
+    def rows(self, a: Any) -> Any:
+        """The entries of ``a`` along its leading axis, to unpack: Python values for one env,
+        its rows (a value per env each) for a batch."""
+        return a.tolist()
+
+    def amin(self, a: Any, axis: int) -> Any:
+        """The least entry of ``a`` along ``axis`` (a Python int for one env's vector)."""
+        least = a.min(axis)
+        return least.item() if least.ndim == 0 else least
 
     def view(self, table: np.ndarray, index: Any) -> np.ndarray:
         """An observation from a table: ``table[index]`` for an index per env (a whole
@@ -143,17 +160,27 @@ class Scalar:
         :meth:`base`, the part of the draws of step ``t`` that its slots share."""
         return mix(key ^ mix(t & MASK32))
 
-    base = hash
+    def base(self, key: Any, t: Any) -> Any:
+        """:meth:`hash`, the part of the draws of step ``t`` that its slots share."""
+        return mix(key ^ (_STEP_MIX[t] if t < len(_STEP_MIX) else mix(t & MASK32)))
 
     def draw(self, base: Any, slot: Any) -> Any:
         """A uniform 32-bit draw for ``slot`` (an int, or a column of slots)."""
-        if isinstance(slot, np.ndarray):
-            return _mix_u32(np.uint32(base) ^ slot.astype(np.uint32))
+        if isinstance(slot, np.ndarray):  # (a dozen Python mixes beat numpy's calls)
+            out = []
+            for x in slot.tolist():  # (mix(base ^ x), inlined)
+                x ^= base
+                x ^= x >> 16
+                x = (x * _C1) & MASK32
+                x ^= x >> 15
+                x = (x * _C2) & MASK32
+                out.append(x ^ (x >> 16))
+            return np.array(out)
         return mix(base ^ slot)
 
     def any(self, mask: Any) -> bool:
         """Whether ``mask`` holds anywhere (for one env: whether it holds)."""
-        return bool(np.any(mask))
+        return mask if mask is True or mask is False else np.count_nonzero(mask) > 0
 
     def below(self, h: Any, n: Any) -> Any:
         """A uniform integer in ``[0, n)`` from a draw ``h`` (``n <= 2**30``)."""
@@ -164,6 +191,8 @@ class Scalar:
 
 class Numpy(Scalar):
     """``N`` envs in numpy arrays on the host, the env axis last."""
+
+    through = True  # (sub-states read and write 2-d fields in their parent's arrays: _Sub.at)
 
     def __init__(self) -> None:
         self._cols: dict[int, np.ndarray] = {}
@@ -196,6 +225,9 @@ class Numpy(Scalar):
     def copy(self, a: Any) -> Any:
         return a.copy()
 
+    def rows(self, a: Any) -> Any:
+        return a
+
     def cols(self, n: int) -> Any:
         """``[0, n)``: the env index of each column."""
         cols = self._cols.get(n)
@@ -203,30 +235,53 @@ class Numpy(Scalar):
             cols = self._cols[n] = self.asarray(np.arange(n), "int64")
         return cols
 
-    def at(self, vector: Any, index: Any) -> Any:
-        flat, offsets = self._flat(vector)
-        return flat.take(index * offsets[0] + offsets[1])
+    def at(self, vector: Any, index: Any, plus: Any = None) -> Any:
+        flat, stride, offset = self.flat(vector)
+        index = index + offset if stride == 1 else index * stride + offset
+        if plus is not None:
+            index = index + (plus if stride == 1 else plus * stride)
+        return flat.take(index)
 
-    def _flat(self, vector: Any) -> tuple[Any, Any]:
-        # a (K, n) field as one flat view, with the flat index of entry (k, j) k * stride +
-        # offset[j]: a flat take or put is several times faster than a 2-d fancy index
+    def flat(self, vector: Any) -> tuple[Any, int, Any]:
+        """A contiguous ``(K, n)`` field as one flat view, with the flat index of its entry
+        ``(k, j)``, ``k * stride + offset[j]``: ``(view, stride, offset)`` (a flat take or put is
+        several times faster than a 2-d fancy index)."""
         major = vector.flags.f_contiguous
         key = (*vector.shape, major)
         offsets = self._offsets.get(key)
         if offsets is None:
             k, n = vector.shape
             offsets = self._offsets[key] = (1, np.arange(n) * k) if major else (n, np.arange(n))
-        return (vector.T if major else vector).reshape(-1), offsets
+        return (vector.T if major else vector).reshape(-1), *offsets
+
+    def take_flat(self, flat: Any, stride: int, offset: Any, index: Any,
+                  plus: Any = None) -> Any:
+        """:meth:`at` on a field's :meth:`flat` view (``offset``: of the envs wanted)."""
+        index = index + offset if stride == 1 else index * stride + offset
+        if plus is not None:
+            index = index + (plus if stride == 1 else plus * stride)
+        return flat.take(index)
 
     def put_at(self, vector: Any, index: Any, value: Any, where: Any = None) -> None:
         """``vector[index[j], j] = value[j]`` for each env ``j`` where ``where`` (in place)."""
-        flat, offsets = self._flat(vector)
-        flat_index = index * offsets[0] + offsets[1]
-        if where is None or np.count_nonzero(where) == np.size(where) == flat_index.size:
-            flat[flat_index] = value
-        else:
-            where = np.broadcast_to(where, flat_index.shape)
-            flat[flat_index[where]] = np.broadcast_to(value, flat_index.shape)[where]
+        self.put_flat(*self.flat(vector), index, value, where)
+
+    def put_flat(self, flat: Any, stride: int, offset: Any, index: Any, value: Any,
+                 where: Any = None) -> None:
+        """:meth:`put_at` on a field's :meth:`flat` view (``offset``: of the envs written)."""
+        flat_index = index + offset if stride == 1 else index * stride + offset
+        if where is not None:
+            hits = np.count_nonzero(where)
+            if hits == 0:
+                return
+            if not hits == np.size(where) == flat_index.size:  # (else: everywhere)
+                if flat_index.ndim == np.ndim(where) == 1:  # (an entry per env: distinct)
+                    flat[flat_index] = np.where(where, value, flat.take(flat_index))
+                else:
+                    where = np.broadcast_to(where, flat_index.shape)
+                    flat[flat_index[where]] = np.broadcast_to(value, flat_index.shape)[where]
+                return
+        flat[flat_index] = value
 
     def first_true(self, mask: Any) -> Any:
         return mask.argmax(0)
@@ -267,8 +322,13 @@ class Numpy(Scalar):
         return np.tile(column.T, (n, 1)).T if _env_major(column.shape) else column.repeat(n, 1)
 
     def gather(self, field: Any, rows: Any) -> Any:
-        """The columns ``rows`` of a field (a copy); (``[..., rows]`` is several times slower)."""
-        return field[rows] if field.ndim == 1 else field[:, rows]
+        """The columns ``rows`` of a field (a copy, in the field's layout); (``take`` is twice as
+        fast as ``[:, rows]``, ``[..., rows]`` several times slower)."""
+        if field.ndim == 1:
+            return field[rows]
+        if field.flags.f_contiguous:  # (env-major: the gathered envs' runs)
+            return field.T.take(rows, 0).T
+        return field.take(rows, axis=-1)
 
     def scatter(self, field: Any, rows: Any, value: Any) -> None:
         """``field[..., rows] = value`` in place."""
@@ -299,6 +359,8 @@ class Torch(Numpy):
             raise ValueError(f"device must be None, 'numpy' or a torch device ('cpu', 'cuda'), "
                              f"got {device!r}") from err
         self.force_masked = False
+
+    through = False  # (sub-states gather the fields they use)
 
     @property
     def masked(self) -> bool:  # type: ignore[override]
@@ -334,8 +396,11 @@ class Torch(Numpy):
     def first_true(self, mask: Any) -> Any:
         return mask.to(self.torch.uint8).argmax(0)
 
-    def at(self, vector: Any, index: Any) -> Any:
-        return vector[index, self.cols(vector.shape[-1])]
+    def amin(self, a: Any, axis: int) -> Any:
+        return a.amin(axis)
+
+    def at(self, vector: Any, index: Any, plus: Any = None) -> Any:
+        return vector[index if plus is None else index + plus, self.cols(vector.shape[-1])]
 
     def put_at(self, vector: Any, index: Any, value: Any, where: Any = None) -> None:
         cols = self.cols(vector.shape[-1])
@@ -429,6 +494,27 @@ class One:
     def update(self, sub: One) -> None:
         """Nothing to write back: a sub-state of one env is the env itself."""
 
+    def rounds(self, name: str, limit: int) -> Iterable[One]:
+        """This state, as long as field ``name`` has a true entry (at most ``limit`` times): see
+        :meth:`Batch.rounds`."""
+        if not np.count_nonzero(getattr(self, name)):  # (faster than any on a few entries)
+            return ()  # (the usual case, without a generator)
+        return self._rounds(name, limit)
+
+    def _rounds(self, name: str, limit: int) -> Iterator[One]:
+        yield self
+        for _ in range(limit - 1):
+            if not np.count_nonzero(getattr(self, name)):
+                return
+            yield self
+
+    def at(self, name: str, index: Any, plus: Any = None) -> Any:
+        """``xp.at`` of the per-env vector ``name``: see :meth:`Batch.at`."""
+        vector = getattr(self, name)
+        if plus is not None:
+            index = index + plus
+        return vector[index] if isinstance(index, np.ndarray) else int(vector[index])
+
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
         """``field[index] = value`` in the per-env vector ``name`` (where ``where`` holds)."""
         array = getattr(self, name)
@@ -471,6 +557,31 @@ class Batch:
         rows = xp.nonzero(cond)
         return _Sub(self, rows, None) if rows.shape[0] else None
 
+    def rounds(self, name: str, limit: int) -> Iterator[Batch]:
+        """Rounds of work on the envs where the ``(K, n)`` bool field ``name`` has a true entry:
+        a sub-state of those envs per round, until none has one or after ``limit`` rounds (the
+        rounds clear the entries they handle; a loop over them must not ``break``). Host
+        backends select each round's envs among the previous round's (a subset: entries are
+        only cleared) and write the rounds back when the loop ends, all but field ``name``
+        (left as it was: a per-round value); masked ones run ``limit`` rounds over every env,
+        each written back as it ends."""
+        if self.xp.masked:
+            for _ in range(limit):
+                sub = self.select(getattr(self, name).any(0))
+                yield sub  # type: ignore[misc]  (never None when masked)
+                self.update(sub)  # type: ignore[arg-type]
+            return
+        chain: list[Batch] = [self]
+        for _ in range(limit):
+            sub = chain[-1].select(getattr(chain[-1], name).any(0))
+            if sub is None:
+                break
+            yield sub
+            chain.append(sub)
+        for i in range(len(chain) - 1, 0, -1):
+            chain[i]._dirty.discard(name)  # (read by the next round only, from its parent)
+            chain[i - 1].update(chain[i])  # type: ignore[arg-type]
+
     def update(self, sub: _Sub) -> None:
         """Writes what the rules assigned to ``sub`` back into this state."""
         xp, rows, mine = self.xp, sub._rows, self.__dict__
@@ -494,9 +605,15 @@ class Batch:
             xp.scatter(old, rows, value)
             self._dirty.add(name)
 
+    def at(self, name: str, index: Any, plus: Any = None) -> Any:
+        """``xp.at(field, index, plus)`` of the per-env vector ``name``; a sub-state on the host
+        reads it from its parent's array (no gather of the whole field)."""
+        return self.xp.at(getattr(self, name), index, plus)
+
     def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
         """``field[index] = value`` in the per-env vector ``name`` (``index`` per env), at the
-        envs (or entries) where ``where`` holds."""
+        envs (or entries) where ``where`` holds; a sub-state on the host writes it into its
+        parent's array, unless it has the field already (read or assigned)."""
         if self._mask is not None:
             where = self._mask if where is None else where & self._mask
         else:
@@ -516,6 +633,7 @@ class _Sub(Batch):
         d["xp"], d["T"] = parent.xp, parent.T
         d["n"] = parent.n if rows is None else int(rows.shape[0])
         d["_parent"], d["_rows"], d["_mask"], d["_dirty"] = parent, rows, mask, set()
+        d["_flats"] = {}  # (see _through)
 
     def __getattr__(self, name: str) -> Any:
         if name[0] == "_":  # (no field's name: special methods, copy and pickle probes)
@@ -524,12 +642,55 @@ class _Sub(Batch):
         value = getattr(d["_parent"], name)
         if d["_rows"] is not None:
             value = d["xp"].gather(value, d["_rows"])  # a copy, owned by this sub-state
+            d["_flats"].pop(name, None)  # (from now on, at and put use the copy)
         d[name] = value
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self.__dict__[name] = value
+        d = self.__dict__
+        d[name] = value
+        d["_flats"].pop(name, None)
         self._dirty.add(name)
 
+    def at(self, name: str, index: Any, plus: Any = None) -> Any:
+        through = self.__dict__["_flats"].get(name) or self._through(name)
+        if through is None:
+            return super().at(name, index, plus)
+        _, flat, stride, offset = through
+        return self.xp.take_flat(flat, stride, offset, index, plus)
 
-_META = frozenset({"xp", "T", "n", "_parent", "_rows", "_mask", "_dirty"})
+    def put(self, name: str, index: Any, value: Any, where: Any = None) -> None:
+        through = self.__dict__["_flats"].get(name) or self._through(name)
+        if through is None:
+            super().put(name, index, value, where)
+            return
+        owner, flat, stride, offset = through
+        owner._dirty.add(name)  # (an ancestor sub-state's own copy: written back by it)
+        self.xp.put_flat(flat, stride, offset, index, value, where)
+
+    def _through(self, name: str) -> tuple[Batch, Any, int, Any] | None:
+        # Field `name` in the nearest state up the chain that holds it (the root, or a
+        # sub-state that read or assigned it): that state, the field's flat view there and
+        # the flat offsets of this sub-state's envs; None where this state must use its own
+        # copy (masked, torch, the field here already, or not a contiguous 2-d array).
+        d = self.__dict__
+        hit = d["_flats"].get(name)
+        if hit is not None:
+            return hit
+        rows = d["_rows"]
+        if rows is None or name in d or not d["xp"].through:
+            return None
+        parent = d["_parent"]
+        up = parent._through(name) if isinstance(parent, _Sub) else None
+        if up is None:
+            vector = getattr(parent, name)
+            if not isinstance(vector, np.ndarray) or vector.ndim != 2 \
+                    or not (vector.flags.c_contiguous or vector.flags.f_contiguous):
+                return None
+            up = (parent, *d["xp"].flat(vector))
+        owner, flat, stride, offset = up
+        hit = d["_flats"][name] = (owner, flat, stride, offset[rows])
+        return hit
+
+
+_META = frozenset({"xp", "T", "n", "_parent", "_rows", "_mask", "_dirty", "_flats"})

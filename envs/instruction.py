@@ -28,6 +28,7 @@ DISTRACTOR_WORDS = (
     "market", "dragon", "river", "song", *CHARACTER_NAMES,
 )  # fmt: skip
 _KEEP_FREE = ((2, 2), (2, 3))  # a room's centre and the floor cell inside its doorway
+_ROOM_PLACES = 9 - len(_KEEP_FREE)  # standing places per room (place p is in room p // 7)
 _EMPTY, _WALL, _CHARACTER = 0, 1, 2  # object ids of a cell; character k is 2 + k
 _NONE = 1 << 62  # the step of an empty queue entry
 #: Keyed-draw slots of a step: character ``k`` uses ``[8 k, 8 k + 7)`` (0-2 where it returns or
@@ -35,6 +36,20 @@ _NONE = 1 << 62  # the step of an empty queue entry
 #: ``SLOT_INSTRUCTION + 0..4`` (instruction?, target, subject, distractor?, which word).
 SLOTS_PER_CHARACTER = 8
 SLOT_INSTRUCTION = SLOTS_PER_CHARACTER * len(CHARACTER_NAMES)
+
+
+class _Probability:
+    """A probability attribute that keeps its draw threshold, ``round(p * 2**32)`` (a draw
+    below it happens with probability ``p``), as attribute ``<name>_below``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.below = name, f"{name}_below"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj: Any, value: float) -> None:
+        obj.__dict__[self.name], obj.__dict__[self.below] = value, round(value * 2**32)
 
 
 class Character(WorldObj):
@@ -136,6 +151,9 @@ class InstructionEnv(TaskEnv):
     step_info = ("instructions_given", "instructions_done", "instructions_failed",
                  "instructions_pending")
     metrics = ("instructions_given", "instructions_done", "instructions_failed")
+    instruction_prob = _Probability()
+    distractor_prob = _Probability()
+    move_prob = _Probability()
 
     def __init__(self, n_rooms: int = 4, n_characters: int = 8, episode_length: int = 500,
                  execute_delay: int = 200, answer_window: int = 100,
@@ -193,7 +211,6 @@ class InstructionEnv(TaskEnv):
             walls=xp.column([int(self._wall(i % w, i // w)) for i in range(7 * w)]),
             place_cells=xp.column(place_cells), place_cell=xp.table(place_cells),
             place_room=xp.column([(x - 1) // 4 for x, _ in places]),
-            room_of=xp.table([(x - 1) // 4 for x, _ in places]),
             window=xp.column([dy * w + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]),
             step=xp.table([dy * w + dx for dx, dy in MOVES] + [0] * c),
             obs=xp.table(obs), bits=xp.array(bits), kinds=xp.column(range(c)),
@@ -201,7 +218,8 @@ class InstructionEnv(TaskEnv):
             kind_bits=xp.column([1 << k for k in range(c)]),
             slots=xp.column([SLOTS_PER_CHARACTER * k + 3 for k in range(c)]
                             + [SLOT_INSTRUCTION, SLOT_INSTRUCTION + 3, SLOT_INSTRUCTION + 4]),
-            three=xp.column([0, 1, 2]), messenger=xp.column([1, 2]),
+            three=xp.column([0, 1, 2]),
+            messenger=xp.column([SLOT_INSTRUCTION + 1, SLOT_INSTRUCTION + 2]),
             queue_slots=xp.column(range(self.queue)),
             no_place=xp.column([-1] * c), zeros=xp.column([0] * c),
             empty_queue=xp.column([_NONE] * (c * self.queue)),
@@ -220,43 +238,45 @@ class InstructionEnv(TaskEnv):
         base = xp.base(s.key, s.t)
         for k in range(self.n_characters):  # placed one by one, at step 0
             h = xp.draw(base, T.three + SLOTS_PER_CHARACTER * k)
-            self._place(s, k, xp.below(h[0], self.n_rooms), h, s.full(-1))
+            self._place(s, k, xp.below(h[0], self.n_rooms), h, s.full(-1), s.full(False))
         self._look(s)
 
-    def _place(self, s: Any, k: Any, room: Any, h: Any, old: Any) -> None:
-        """Character ``k`` (per env; now at place ``old``, -1 if away) to a free place of
-        ``room`` (or of any room if that one is full; draws ``h[1]``, ``h[2]``), if any."""
+    def _place(self, s: Any, k: Any, room: Any, h: Any, old: Any, moving: Any) -> None:
+        """Character ``k`` (per env; now at place ``old``, -1 if away; ``moving``: ``old >= 0``)
+        to a free place of ``room`` (or of any room if that one is full; draws ``h[1]``,
+        ``h[2]``), if any."""
         xp, T = s.xp, s.T
-        free = (xp.at(s.cells, T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
+        free = (s.at("cells", T.place_cells) == _EMPTY) & (T.place_cells != s.pos)
         here = free & (T.place_room == room)
-        count, pick = here.sum(0), h[1]
+        upto = here.cumsum(0)  # (free places so far)
+        count, pick = upto[-1], h[1]
         anywhere = count == 0
         if xp.masked or xp.any(anywhere):  # (a full room: a place anywhere)
-            here, pick = xp.where(anywhere, free, here), xp.where(anywhere, h[2], h[1])
-            count = here.sum(0)
-        chosen = xp.first_true(here.cumsum(0) > xp.below(pick, xp.maximum(count, 1)))
-        # (where nothing is to be written, the writes go to the agent's cell, always empty)
+            upto = xp.where(anywhere, free, here).cumsum(0)
+            count, pick = upto[-1], xp.where(anywhere, h[2], h[1])
+        chosen = xp.first_true(upto > xp.below(pick, count))  # (0 if no place)
         ok = count > 0
-        leave = ok & (old >= 0)
-        s.n_present = s.n_present + (ok & (old < 0))  # (a character back)
-        s.put("cells", xp.where(leave, T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
-        s.put("cells", xp.where(ok, T.place_cell[chosen], s.pos), xp.where(ok, _CHARACTER + k, 0))
-        s.put("place", k, xp.where(ok, chosen, old))
+        s.n_present = s.n_present + (ok & xp.not_(moving))  # (a character back)
+        # (the old place left, if any: else the write goes to the agent's cell, always empty)
+        s.put("cells", xp.where(ok & moving, T.place_cell[xp.maximum(old, 0)], s.pos), _EMPTY)
+        s.put("cells", T.place_cell[chosen], _CHARACTER + k, where=ok)
+        s.put("place", k, chosen, where=ok)
         s.put("away", k, 0, where=ok)
 
     def transition(self, s: Any) -> None:
         xp, T = s.xp, s.T
         target = s.pos + T.step[s.action]  # a move into a wall or a character stays
-        s.pos = xp.where(xp.at(s.cells, target) != _EMPTY, s.pos, target)
+        s.pos = xp.where(s.at("cells", target) != _EMPTY, s.pos, target)
         # a tell: -tell_penalty, unless it executes an instruction; only one told to a
         # character waiting for a message (in view) can execute or fail one
         tell = s.action >= len(MOVES)
         s.reward = xp.where(tell, -self.tell_penalty, 0.0)
-        seen = T.bits[s.view].sum(0)  # a bit per character in view (before this step's move)
-        hit = s.select(tell & ((seen & s.pending) > 0))
-        if hit is not None:
-            self._tell(hit)
-            s.update(hit)
+        if xp.masked or xp.any(tell):
+            s.seen = T.bits[s.view].sum(0)  # a bit per character in view (before this move)
+            hit = s.select(tell & ((s.seen & s.pending) > 0))
+            if hit is not None:
+                self._tell(hit)
+                s.update(hit)
         self._update_world(s)
         s.instructions_pending = s.instructions_given - s.instructions_done \
             - s.instructions_failed
@@ -267,59 +287,58 @@ class InstructionEnv(TaskEnv):
     def _look(self, s: Any) -> None:
         """``s.view``: the object ids of the 9 cells around the agent, the centre's the words
         heard (``observe`` reads it, the next step's tells too)."""
-        s.view = s.xp.at(s.cells, s.pos + s.T.window)
+        s.view = s.at("cells", s.pos, s.T.window)
         s.view[4] = 2 + self.n_characters + s.heard  # (the agent's cell is always empty)
 
     def _tell(self, s: Any) -> None:
         """A tell of subject ``action - 4`` to the neighbours: the oldest matching instruction
         is executed, else each neighbour's oldest pending instruction fails."""
         xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
-        near = ((T.bits[s.view].sum(0) >> T.kinds) & 1) > 0  # per kind
-        given, shape = s.given, (c, q, *s.given.shape[1:])  # (the queue by target)
-        match = near.reshape(c, 1, *near.shape[1:]) \
-            & (s.subjects == s.action - len(MOVES)).reshape(shape) & (given < _NONE).reshape(shape)
-        keyed = xp.where(match.reshape(given.shape), given, _NONE)
-        oldest = keyed.argmin(0)
-        executed = xp.at(keyed, oldest) < _NONE
-        s.put("given", oldest, _NONE, where=executed)
+        near = (s.seen & T.kind_bits) > 0  # per kind
+        per_kind = (c, 1, *near.shape[1:])
+        given, shape = s.given, (c, q, *s.given.shape[1:])
+        queued = given.reshape(shape)  # (the queue by target; an empty entry is _NONE)
+        match = near.reshape(per_kind) & (s.subjects == s.action - len(MOVES)).reshape(shape)
+        # the step the oldest matching instruction was given (_NONE: none); a step gives one
+        # instruction at most, so that step names it
+        oldest = xp.amin(xp.where(match, queued, _NONE).reshape(given.shape), 0)
+        executed = oldest < _NONE
         # a neighbour waiting for a message got the wrong one: its oldest instruction fails
-        first = T.kinds * q + given.reshape(shape).argmin(1)
-        fails = near & xp.not_(executed) & (xp.at(given, first) < _NONE)
-        s.put("given", first, _NONE, where=fails)
+        first = xp.amin(queued, 1)  # (each target's oldest, _NONE: none)
+        fails = near & (first < _NONE) & xp.not_(executed)
+        drop = (queued == oldest) | ((queued == first.reshape(per_kind)) & fails.reshape(per_kind))
+        s.given = xp.where(drop.reshape(given.shape), _NONE, given)
         s.instructions_done = s.instructions_done + executed
         s.instructions_failed = s.instructions_failed + fails.sum(0)
         s.reward = xp.where(executed, 1.0, s.reward)
-        waiting = (given < _NONE).reshape(shape).any(1)
-        s.pending = (waiting * T.kind_bits).sum(0)
+        s.pending = ((xp.amin(s.given.reshape(shape), 1) < _NONE) * T.kind_bits).sum(0)
 
     def _update_world(self, s: Any) -> None:
         xp, T, c = s.xp, s.T, self.n_characters
         s.base = xp.base(s.key, s.t)
         h = xp.draw(s.base, T.slots)  # each character's move?, messenger?, passer-by?, word
         away = s.away
-        s.moving = (away == 0) & (h[:c] < round(self.move_prob * 2**32))
-        s.events = ((away > 0) & (away <= s.t)) | s.moving  # back, or moving
+        # back (away, and due) or moving (present, and drawn to); (a present one's away is 0)
+        s.events = (away <= s.t) & ((away > 0) | (h[:c] < self.move_prob_below))
         # in the characters' order (a move changes the next one's places): each round, the
         # first character left of each env with one
-        for _ in range(c):
-            one = s.select(s.events.any(0))
-            if one is None:
-                break
+        for one in s.rounds("events", c):
             k = xp.first_true(one.events)
-            moving, old = xp.at(one.moving, k), xp.at(one.place, k)
+            old = one.at("place", k)
+            moving = old >= 0  # (a character present has a place, one away none)
             h3 = xp.draw(one.base, T.three + (SLOTS_PER_CHARACTER * k + 4 * moving))
-            room = xp.below(h3[0], self.n_rooms)
-            if self.n_rooms > 1:  # a move goes to another room
-                other = xp.below(h3[0], self.n_rooms - 1)
-                other = other + (other >= T.room_of[xp.maximum(old, 0)])
-                room = xp.where(moving, other, room)
-            self._place(one, k, room, h3, old)
+            if self.n_rooms > 1:  # a move goes to another room: one of the n_rooms - 1 others
+                room = xp.below(h3[0], xp.where(moving, self.n_rooms - 1, self.n_rooms))
+                room = room + (moving & (room >= old // _ROOM_PLACES))  # (past its own)
+            else:
+                room = xp.below(h3[0], 1)
+            self._place(one, k, room, h3, old, moving)
             one.put("events", k, False)
-            s.update(one)
+        messenger, speaker, word = xp.rows(h[c:])
         instruct = (s.t <= self.last_instruction_step) & (s.n_present > 0) \
-            & (h[c] < round(self.instruction_prob * 2**32))
-        say = xp.not_(instruct) & (h[c + 1] < round(self.distractor_prob * 2**32))
-        s.heard = xp.where(say, 1 + xp.below(h[c + 2], len(DISTRACTOR_WORDS)), 0)
+            & (messenger < self.instruction_prob_below)
+        say = xp.not_(instruct) & (speaker < self.distractor_prob_below)
+        s.heard = xp.where(say, 1 + xp.below(word, len(DISTRACTOR_WORDS)), 0)
         told = s.select(instruct)
         if told is not None:
             self._instruct(told)
@@ -328,17 +347,19 @@ class InstructionEnv(TaskEnv):
     def _instruct(self, s: Any) -> None:
         """A messenger: a present character is sent away with an instruction about another."""
         xp, T, c, q = s.xp, s.T, self.n_characters, self.queue
-        h = xp.draw(s.base, T.messenger + SLOT_INSTRUCTION)
-        j, present = xp.below(h[0], s.n_present), s.away == 0
-        target = xp.first_true(present & (present.cumsum(0) == j + 1))
+        h = xp.draw(s.base, T.messenger)
+        present = s.away == 0  # (the j-th present character, j drawn below n_present)
+        target = xp.first_true(present.cumsum(0) > xp.below(h[0], s.n_present))
         subject = xp.below(h[1], c - 1)
         subject = subject + (subject >= target)  # any kind but the target
-        entry = target * q + xp.first_true(xp.at(s.given, target * q + T.queue_slots) == _NONE)
+        entry = target * q  # the target's first free queue entry (a queue of 1: the one)
+        if q > 1:
+            entry = entry + xp.first_true(s.at("given", entry + T.queue_slots) == _NONE)
         s.put("given", entry, s.t)
         s.put("subjects", entry, subject)
         s.instructions_given, s.n_present = s.instructions_given + 1, s.n_present - 1
         s.pending = s.pending | T.kind_bit[target]
-        s.put("cells", T.place_cell[xp.maximum(xp.at(s.place, target), 0)], _EMPTY)
+        s.put("cells", T.place_cell[xp.maximum(s.at("place", target), 0)], _EMPTY)
         s.put("place", target, -1)
         s.put("away", target, s.t + self.execute_delay)
         s.heard = 1 + len(DISTRACTOR_WORDS) + target * c + subject

@@ -127,6 +127,7 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         self.action_space = spaces.Discrete(len(MOVES) + n_task_actions)
         self._n_actions = len(MOVES) + n_task_actions
         self._xp = Scalar()
+        self._fixed_limit = type(self).time_limit is TaskEnv.time_limit  # (max_steps)
         self._tables = self.tables(self._xp)
         self.state: One | None = None
         self._seed_key = self._episode = 0
@@ -190,7 +191,8 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         s.t += 1
         self.transition(s)
         terminated = bool(s.terminated)
-        truncated = not terminated and s.t >= self.time_limit(s)
+        truncated = not terminated and s.t >= (
+            self.max_steps if self._fixed_limit else self.time_limit(s))
         info = {k: _value(getattr(s, k)) for k in self.step_info}
         if terminated or truncated:
             info.update((k, _value(getattr(s, k))) for k in self.metrics)
@@ -200,6 +202,8 @@ class TaskEnv(gym.Env, metaclass=abc.ABCMeta):
         return self.observe(s), float(s.reward), terminated, bool(truncated), info
 
     def _check_action(self, action: Any) -> int:
+        if type(action) is int and 0 <= action < self._n_actions:  # (the usual case)
+            return action
         if isinstance(action, np.ndarray) and action.shape in ((), (1,)) \
                 and np.issubdtype(action.dtype, np.integer):
             action = action.reshape(()).item()

@@ -15,7 +15,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from agents import PPO
 from agents.config import PPOConfig
 from agents.vec import EnvStepper, make_vec_env
-from envs.batched import CorridorVectorEnv
+from envs.corridor import CorridorVectorEnv
 
 ENV = "MemoRL/Corridor-L10-v0"
 # short corridors (time limit 2 * length + 20) and rollouts of 4 x 24 steps: episodes end by the

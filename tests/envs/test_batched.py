@@ -11,7 +11,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import envs
-from envs.arrays import MASK32, Numpy, Scalar, Torch, mix
+from envs.arrays import MASK32, Batch, Numpy, Scalar, Torch, mix
 from envs.corridor import CorridorEnv, CorridorVectorEnv
 from envs.instruction import InstructionVectorEnv
 from envs.portal import PortalVectorEnv
@@ -322,3 +322,61 @@ def test_keyed_draws_agree_across_backends() -> None:
     draws = batch.below(batch.draw(batch.base(np.arange(20000), np.full(20000, 3)), 1), 6)
     counts = np.bincount(draws, minlength=6)
     assert draws.min() >= 0 and draws.max() < 6 and counts.min() > 3000
+
+
+def _backend(device: str) -> Numpy:
+    if device == "numpy":
+        return Numpy()
+    xp = Torch("cpu")
+    xp.force_masked = device == "masked"
+    return xp
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_sub_states_read_and_write_their_parents_fields(device: str) -> None:
+    # puts and reads of a map (env-major, 20 cells) and a per-kind field in nested sub-states
+    # of some envs (host backends; numpy's write into their parents' arrays), also after a
+    # sub-state took its own copy, against the same writes on plain numpy arrays
+    xp, n = _backend(device), 6
+    s = Batch(xp, None, n)
+    s.grid, s.small = s.full(xp.column(range(20))), s.full(xp.column([0, 0, 0]))
+    grid, small = np.tile(np.arange(20)[:, None], (1, n)), np.zeros((3, n), np.int64)
+    rows = np.array([1, 2, 4, 5])
+    sub = s.select(xp.asarray(np.isin(np.arange(n), rows), "bool"))
+    sub.put("grid", xp.asarray([3, 4, 5, 6], "int64"), xp.asarray([-1, -2, -3, -4], "int64"))
+    grid[[3, 4, 5, 6], rows] = [-1, -2, -3, -4]
+    got = host(sub.at("grid", xp.asarray([3, 0, 5, 1], "int64"), xp.column([0, 1])))
+    np.testing.assert_array_equal(got, grid[np.array([[3, 0, 5, 1], [4, 1, 6, 2]]), rows])
+    inner = np.array([0, 3])  # (of sub's envs: envs 1 and 5)
+    sub2 = sub.select(xp.asarray(np.isin(np.arange(4), inner), "bool"))
+    sub2.put("grid", xp.asarray([7, 8], "int64"), 100, where=xp.asarray([True, False], "bool"))
+    sub2.put("small", xp.asarray([2, 1], "int64"), xp.asarray([9, 8], "int64"))
+    grid[7, rows[inner[0]]] = 100
+    small[[2, 1], rows[inner]] = [9, 8]
+    sub.update(sub2)
+    np.testing.assert_array_equal(host(sub.grid), grid[:, rows])  # (its own copy from here)
+    sub.put("grid", xp.asarray([0, 0, 0, 0], "int64"), 50)
+    grid[0, rows] = 50
+    s.update(sub)
+    np.testing.assert_array_equal(host(s.grid), grid)
+    np.testing.assert_array_equal(host(s.small), small)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rounds_handle_each_entry_once_in_order(device: str) -> None:
+    # each round handles the first pending entry of each env: its round number is written at
+    # it (in a field the rounds do not clear); the envs without entries take no part
+    xp, n = _backend(device), 7
+    pending = np.random.default_rng(3).random((5, n)) < 0.4
+    pending[:, 2] = False
+    want = np.where(pending, np.cumsum(pending, 0) - 1, -1)  # (each entry's rank in its env)
+    s = Batch(xp, None, n)
+    s.pending, s.order, s.done = xp.asarray(pending.copy(), "bool"), \
+        s.full(xp.column([-1] * 5)), s.full(0)
+    for r, one in enumerate(s.rounds("pending", 5)):
+        k = xp.first_true(one.pending)
+        one.put("order", k, r)
+        one.put("pending", k, False)
+        one.done = one.done + 1
+    np.testing.assert_array_equal(host(s.order), want)
+    np.testing.assert_array_equal(host(s.done), pending.sum(0))
