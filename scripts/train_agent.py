@@ -271,6 +271,12 @@ def summary(model: Any, wall: float, callback: EvalCallback | None = None) -> No
     print(f"  steps:         {model.num_timesteps} (all ranks)")
     print(f"  wall time:     {wall:.1f} s ({model.num_timesteps / max(wall, 1e-9):.0f} steps/s)")
     print(f"  success rate:  {'n/a' if success is None else f'{success:.3f}'} (last update)")
+    names = getattr(model.stepper, "metrics", ()) if model.stepper is not None else ()
+    measured = {n: model.last_stats[f"charts/{n}"] for n in names
+                if f"charts/{n}" in model.last_stats}
+    if measured:
+        print("  task measures: " + ", ".join(f"{n} {v:.3f}" for n, v in measured.items())
+              + " (episodes of the last update)")
     if callback is not None and callback.history:
         last = callback.history[-1]
         print(f"  evaluation:    success {last['success']:.3f} over {callback.episodes} episodes "

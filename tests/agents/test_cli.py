@@ -342,3 +342,13 @@ def test_a_full_disk_ends_with_exit_status_1(train, capsys, tmp_path, monkeypatc
     line = last_line(capsys)
     assert line.startswith("train_agent.py: error: cannot write checkpoint ")
     assert line.endswith(": No space left on device")
+
+
+def test_summary_reports_the_tasks_measures(train, capsys, tmp_path):
+    code = train.main([
+        "--env", "MemoRL/Corridor-L10-v0", "--policy", "none", "--total-steps", "256",
+        "--n-envs", "2", "--rollout-len", "64", "--bptt-len", "16", "--n-minibatches", "2",
+        "--n-epochs", "1", "--log-dir", str(tmp_path), "--no-progress",
+    ])
+    assert code == 0
+    assert "task measures: length 10.000 (episodes of the last update)" in capsys.readouterr().out
