@@ -154,12 +154,16 @@ def test_readme_shows_the_presets():
     assert describe_presets(markdown=True) in (ROOT / "README.md").read_text()
 
 
-def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
-    code = train.main([
-        "--env", "MemoRL/Corridor-L10-v0", "--policy", "gru", "--total-steps", "64",
-        "--n-envs", "2", "--rollout-len", "16", "--bptt-len", "16", "--n-minibatches", "2",
-        "--n-epochs", "1", "--log-dir", str(tmp_path), "--no-progress",
+def _tiny_run(train, tmp_path, policy: str, steps: int, rollout_len: int) -> int:
+    return train.main([
+        "--env", "MemoRL/Corridor-L10-v0", "--policy", policy, "--total-steps", str(steps),
+        "--n-envs", "2", "--rollout-len", str(rollout_len), "--bptt-len", "16",
+        "--n-minibatches", "2", "--n-epochs", "1", "--log-dir", str(tmp_path), "--no-progress",
     ])
+
+
+def test_tiny_run_ends_with_a_summary(train, capsys, tmp_path):
+    code = _tiny_run(train, tmp_path, "gru", 64, 16)
     assert code == 0
     out = capsys.readouterr().out
     assert "summary" in out and "steps:         64" in out
@@ -345,10 +349,6 @@ def test_a_full_disk_ends_with_exit_status_1(train, capsys, tmp_path, monkeypatc
 
 
 def test_summary_reports_the_tasks_measures(train, capsys, tmp_path):
-    code = train.main([
-        "--env", "MemoRL/Corridor-L10-v0", "--policy", "none", "--total-steps", "256",
-        "--n-envs", "2", "--rollout-len", "64", "--bptt-len", "16", "--n-minibatches", "2",
-        "--n-epochs", "1", "--log-dir", str(tmp_path), "--no-progress",
-    ])
+    code = _tiny_run(train, tmp_path, "none", 256, 64)
     assert code == 0
     assert "task measures: length 10.000 (episodes of the last update)" in capsys.readouterr().out
