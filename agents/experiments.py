@@ -70,12 +70,19 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+#: the memory diagnostics a curve point keeps where the policy logs them (Expire-Span's spans
+#: and penalty coefficient, any memory's size)
+MEMORY_CURVE_KEYS = ("memory/memory_size", "memory/span_mean", "memory/span_mean_layer0",
+                     "memory/span_mean_layer1", "memory/alpha")
+
+
 def curve_point(step: int, stats: dict[str, float],
                 metrics: Sequence[str] = ()) -> dict[str, Any] | None:
     """One learning-curve point from an update's logged scalars (``agent.last_stats``): the
     step, the mean return and (where the env reports it) success of the episodes that ended in
-    the update's rollout, and under ``metrics`` the task measures named (``charts/<name>``);
-    None when no episode ended."""
+    the update's rollout, under ``metrics`` the task measures named (``charts/<name>``) and under
+    ``memory`` the memory diagnostics of :data:`MEMORY_CURVE_KEYS` the update logged; None when
+    no episode ended."""
     if "charts/episodic_return" not in stats:
         return None
     point: dict[str, Any] = {"step": int(step), "return": float(stats["charts/episodic_return"])}
@@ -85,6 +92,10 @@ def curve_point(step: int, stats: dict[str, float],
                 if f"charts/{name}" in stats}
     if measured:
         point["metrics"] = measured
+    memory = {key.split("/", 1)[1]: float(stats[key]) for key in MEMORY_CURVE_KEYS
+              if key in stats}
+    if memory:
+        point["memory"] = memory
     return point
 
 

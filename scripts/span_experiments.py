@@ -11,6 +11,11 @@ are skipped, killed ones resume from their checkpoint. TensorBoard curves (``mem
     python scripts/span_experiments.py                   # run or continue every cell
     python scripts/span_experiments.py --only budget20   # one cell
     python scripts/span_experiments.py --list
+    python scripts/span_experiments.py --grid tasks      # each TASK_VARIANTS on every short task
+
+The second grid (``--grid tasks``) asks whether a setting holds as a default: each variant of
+``TASK_VARIANTS`` on the benchmark's short tasks at the benchmark's budgets, with the envs'
+presets; each cell's learning curve keeps the spans (``memory/span_mean``) of every update.
 """
 
 from __future__ import annotations
@@ -52,7 +57,35 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
 }
 
 
-def cells(seed: int = 0) -> list[Cell]:
+#: the short tasks and their step budgets (the benchmark's, ``scripts/benchmark.py``), for the
+#: question whether a setting holds as a default on every task (the env's own preset applies)
+TASKS = {
+    "MemoRL/Corridor-Short-v0": 262_144,
+    "MemoRL/Portal-R5-v0": 1_048_576,
+    "MemoRL/Instruction-Short-v0": 1_048_576,
+    "MemoRL/TMaze-L50-v0": 262_144,
+}
+
+#: name -> (policy kwargs, trainer options), each trained on every task of TASKS
+TASK_VARIANTS: dict[str, tuple[dict, dict]] = {
+    # a budget below the initial memory (15 + 50) but reached slowly: alpha starts at 1e-9 and
+    # grows by about 0.75% per update while the memory is above 40; initial spans of 50 reach
+    # the T-Maze's cue from the junction
+    "budget40_init0.25": ({"memory_budget": 40.0, "init_span_fraction": 0.25}, {}),
+    # and an entropy bonus 20x PPO's default (0.0005)
+    "budget40_init0.25_ent0.01": (
+        {"memory_budget": 40.0, "init_span_fraction": 0.25}, {"ent_coef": 0.01}),
+}
+
+
+def cells(seed: int = 0, grid: str = "corridor") -> list[Cell]:
+    if grid == "tasks":
+        return [
+            Cell(f"{env.split('/')[-1]}__{name}__seed{seed}", env, "expire_span", seed, steps,
+                 policy_kwargs=pk, config=cfg)
+            for name, (pk, cfg) in TASK_VARIANTS.items()
+            for env, steps in TASKS.items()
+        ]
     return [
         Cell(f"{name}__seed{seed}", ENV, "expire_span", seed, TOTAL, policy_kwargs=pk,
              config={**PRESET, **cfg}, stop_steps=stop)
@@ -62,7 +95,12 @@ def cells(seed: int = 0) -> list[Cell]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="*", choices=sorted(VARIANTS), default=None)
+    parser.add_argument("--grid", choices=("corridor", "tasks"), default="corridor",
+                        help="the full corridor's cells (VARIANTS) or each of TASK_VARIANTS on "
+                        "every short task (TASKS) (%(default)s)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="cells with one of these variants or tasks (the parts of their "
+                        "names, e.g. budget20 or TMaze-L50-v0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=1000, help="evaluation episodes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (%(default)s)")
@@ -71,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="list the cells and stop")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    for cell in cells(args.seed):
-        if args.only and cell.name.split("__")[0] not in args.only:
+    for cell in cells(args.seed, args.grid):
+        if args.only and not set(args.only) & set(cell.name.split("__")):
             continue
         if args.list:
             print(cell)

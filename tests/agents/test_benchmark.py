@@ -139,3 +139,5 @@ def test_curve_point_reads_the_logged_charts() -> None:
     assert curve_point(10, stats, ("rooms",)) == {"step": 10, "return": 0.5, "success": 0.25,
                                                   "metrics": {"rooms": 3.0}}
     assert curve_point(10, {"charts/learning_rate": 1e-3}) is None  # no episode ended
+    spans = {**stats, "memory/span_mean": 12.5, "memory/memory_size": 27.0, "memory/other": 1.0}
+    assert curve_point(10, spans)["memory"] == {"span_mean": 12.5, "memory_size": 27.0}
