@@ -124,7 +124,7 @@ class TaskVectorEnv(VectorEnv):
             rows = rows[ready]
         for name, value in self._next.fields().items():
             if name != "seed":  # (the same)
-                xp.scatter(getattr(s, name), rows, xp.gather(value, rows))
+                xp.copy_rows(getattr(s, name), rows, value)
         self._ready[rows] = False
 
     def _refill(self) -> None:
