@@ -93,14 +93,24 @@ def cells(seed: int = 0, grid: str = "corridor") -> list[Cell]:
     ]
 
 
+def _selected(cell: Cell, only: list[str]) -> bool:
+    """Whether ``cell`` is among ``--only``'s: its task among the tasks named (if any) and its
+    variant among the variants named (if any)."""
+    parts = cell.name.split("__")[:-1]  # [task,] variant
+    variant, task = parts[-1], parts[0] if len(parts) > 1 else None
+    tasks = [o for o in only if o in {env.split("/")[-1] for env in TASKS}]
+    variants = [o for o in only if o not in tasks]
+    return (not tasks or task in tasks) and (not variants or variant in variants)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=("corridor", "tasks"), default="corridor",
                         help="the full corridor's cells (VARIANTS) or each of TASK_VARIANTS on "
                         "every short task (TASKS) (%(default)s)")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="cells with one of these variants or tasks (the parts of their "
-                        "names, e.g. budget20 or TMaze-L50-v0)")
+                        help="cells of these variants and/or tasks (e.g. budget20; "
+                        "TMaze-L50-v0 budget40_init0.25)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=1000, help="evaluation episodes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (%(default)s)")
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for cell in cells(args.seed, args.grid):
-        if args.only and not set(args.only) & set(cell.name.split("__")):
+        if args.only and not _selected(cell, args.only):
             continue
         if args.list:
             print(cell)
