@@ -21,6 +21,7 @@ presets; each cell's learning curve keeps the spans (``memory/span_mean``) of ev
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -103,6 +104,43 @@ def _selected(cell: Cell, only: list[str]) -> bool:
     return (not tasks or task in tasks) and (not variants or variant in variants)
 
 
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def task_report(out_dir: Path, benchmark_dir: Path) -> str:
+    """The task grid's table: each finished cell of TASK_VARIANTS, and the library's default
+    Expire-Span on the same tasks and budgets where the benchmark has run it (``benchmark_dir``),
+    with the final policy's success (deterministic / sampled, fresh episodes), the task's
+    measures, the spans of each layer at the last update, the lowest mean span logged along the
+    run and the memory size."""
+    rows = []
+    for env, steps in TASKS.items():
+        tag = env.split("/")[-1]
+        found = [("default (benchmark)", p) for p in
+                 sorted(benchmark_dir.glob(f"{tag}__ppo__expire_span__{steps}__seed*.json"))]
+        found += [(name, p) for name in TASK_VARIANTS
+                  for p in sorted(out_dir.glob(f"{tag}__{name}__seed*.json"))]
+        for name, path in found:
+            r = json.loads(path.read_text())
+            st, det, smp = r["final_training_stats"], r["deterministic"], r["sampled"]
+            measures = ", ".join(f"{k} {v:.2f}" for k, v in det.get("metrics", {}).items()
+                                 if k != "length")
+            lows = [p["memory"]["span_mean"] for p in r.get("curve", [])
+                    if "span_mean" in p.get("memory", {})]
+            rows.append(
+                f"| `{tag}` | {name} | {r['cell']['seed']} | {r['steps']:,} | "
+                f"{det['success']:.3f} / {smp['success']:.3f} | {measures or '-'} | "
+                f"{_fmt(st.get('memory/span_mean_layer0'))} / "
+                f"{_fmt(st.get('memory/span_mean_layer1'))} | "
+                f"{_fmt(min(lows) if lows else None)} | {det['memory_size']:.1f} | "
+                f"{r['wall_s']:.0f} |")
+    head = ["| task | setting | seed | steps | success, det. / sampled | measures (det.) "
+            "| final spans, layer 0 / 1 | lowest mean span | memory size | wall (s) |",
+            "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    return "\n".join(head + rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=("corridor", "tasks"), default="corridor",
@@ -117,7 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/span_penalty")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs/span_penalty")
     parser.add_argument("--list", action="store_true", help="list the cells and stop")
+    parser.add_argument("--report", action="store_true",
+                        help="print the task grid's table (with the default's benchmark cells "
+                        "from docs/results/benchmark/) and stop")
     args = parser.parse_args(argv)
+    if args.report:
+        print(task_report(args.out, ROOT / "docs/results/benchmark"), end="")
+        return
     torch.set_num_threads(args.threads)
     for cell in cells(args.seed, args.grid):
         if args.only and not _selected(cell, args.only):
