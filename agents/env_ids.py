@@ -141,13 +141,24 @@ def wrapper_record(spec: Any) -> dict[str, Any]:
 def library_wrappers(env: gym.Env) -> tuple[dict[str, Any], ...]:
     """The wrappers the library puts around ``env`` so that the agents can take its
     observations and report its successes: :class:`envs.wrappers.MissionWords` when the
-    observation dict has a minigrid ``MissionSpace`` (text), :class:`envs.wrappers.SuccessInfo`
-    for minigrid's envs (which report no ``success``)."""
-    from envs.wrappers import MissionWords, SuccessInfo, is_minigrid_env, needs_mission_words
+    observation dict has a minigrid ``MissionSpace`` (text), :class:`envs.wrappers.CodeImage`
+    when a minigrid env is observed through its symbolic image alone (minigrid's
+    ``ImgObsWrapper``: codes declared as pixels), :class:`envs.wrappers.SuccessInfo` for
+    minigrid's envs (which report no ``success``)."""
+    from envs.wrappers import (
+        CodeImage,
+        MissionWords,
+        SuccessInfo,
+        is_minigrid_code_image,
+        is_minigrid_env,
+        needs_mission_words,
+    )
 
     chosen = []
     if needs_mission_words(env.observation_space):
         chosen.append(MissionWords)
+    if is_minigrid_code_image(env):
+        chosen.append(CodeImage)
     if is_minigrid_env(env):
         chosen.append(SuccessInfo)
     return tuple({"name": w.__name__, "entry_point": f"{w.__module__}:{w.__name__}", "kwargs": {}}

@@ -9,7 +9,13 @@ dropped; one that varies becomes a bag of words over the mission space's vocabul
 a positive reward only when the mission is done, so the wrapper reports ``success`` (a positive
 reward at termination) on each episode's last step, where the agents read it.
 
-The wrapper records its constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so it
+A minigrid env whose observation is its symbolic image alone (minigrid's ``ImgObsWrapper``, with
+``FullyObsWrapper`` or not) has a ``Box(0, 255, (H, W, 3), uint8)`` space, the same as an RGB
+image's, though its values are small category codes (object, colour, state). :class:`CodeImage`
+declares their real bounds (:data:`MINIGRID_CODE_HIGH`), so that the agents' encoder reads them as
+codes, not pixels (``policies.encoders.is_code_image``).
+
+Each wrapper records its constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so it
 appears in the env's ``spec.additional_wrappers`` and ``gymnasium.make(env.spec)`` rebuilds it.
 """
 
@@ -25,15 +31,23 @@ from gymnasium.utils import RecordConstructorArgs
 
 __all__ = [
     "MAX_MISSIONS",
+    "MINIGRID_CODE_HIGH",
+    "CodeImage",
     "MissionWords",
     "SuccessInfo",
     "is_minigrid_env",
+    "is_minigrid_code_image",
     "mission_vocabulary",
     "needs_mission_words",
 ]
 
 #: the most missions a mission space may generate for its vocabulary to be enumerated
 MAX_MISSIONS = 100_000
+
+#: the largest code of each channel of minigrid's symbolic image: object (``agent``, 10), colour
+#: (``grey``, 5), state (a door's ``locked``, 2; the agent's direction, 0-3, in a fully observed
+#: grid)
+MINIGRID_CODE_HIGH = (10, 5, 3)
 
 
 def _is_mission_space(space: gym.Space) -> bool:
@@ -136,3 +150,50 @@ class SuccessInfo(gym.Wrapper, RecordConstructorArgs):
         if (terminated or truncated) and "success" not in info:
             info = {**info, "success": bool(terminated and float(reward) > 0)}
         return obs, reward, terminated, truncated, info
+
+
+def is_minigrid_code_image(env: gym.Env) -> bool:
+    """Whether ``env`` is a minigrid env whose observation is its symbolic image as a bare
+    ``Box`` still declared as pixels (high 255): ``uint8`` ``(H, W, 3)`` with ``(H, W)`` the
+    agent's view or the whole grid, and no RGB wrapper (``RGBImgObsWrapper``,
+    ``RGBImgPartialObsWrapper``) in the way."""
+    space = env.observation_space
+    if not (is_minigrid_env(env) and isinstance(space, gym.spaces.Box)
+            and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[2] == 3
+            and float(space.high.max()) == 255):
+        return False
+    base = env.unwrapped
+    view = getattr(base, "agent_view_size", None)
+    if tuple(space.shape[:2]) not in {(view, view), (base.width, base.height)}:
+        return False
+    inner = env
+    while isinstance(inner, gym.Wrapper):
+        if type(inner).__name__.startswith("RGBImg"):
+            return False
+        inner = inner.env
+    return True
+
+
+class CodeImage(gym.ObservationWrapper, RecordConstructorArgs):
+    """Declares the real bounds of a minigrid symbolic image observed alone
+    (:func:`is_minigrid_code_image`): the space's ``high`` becomes
+    :data:`MINIGRID_CODE_HIGH` per channel; the observations are unchanged.
+
+    Raises:
+        ValueError: ``env`` is not such an env.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        if not is_minigrid_code_image(env):
+            raise ValueError(
+                f"CodeImage wraps a minigrid env observed through its symbolic image alone (a "
+                f"uint8 (H, W, 3) Box with high 255), got {env} with {env.observation_space}"
+            )
+        RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        shape = env.observation_space.shape
+        high = np.broadcast_to(np.array(MINIGRID_CODE_HIGH, np.uint8), shape)
+        self.observation_space = gym.spaces.Box(0, high, shape, np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation

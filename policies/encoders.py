@@ -2,9 +2,10 @@
 
 ``make_encoder(observation_space)`` picks the encoder: any ``Box`` (our ``(3, 3, V)`` binary
 bag-of-words grids included; flattened, scaled if it is an image), ``Discrete`` (an embedding),
-minigrid's symbolic observations (:func:`is_symbolic_grid`: a ``Dict`` of an ``image`` of
-category codes and a ``direction``; :class:`SymbolicGridEncoder`) and other ``Dict`` spaces (each
-key encoded and concatenated). Encoders take time-major batches ``(T, B, *obs_shape)`` or flat
+minigrid's symbolic observations (:class:`SymbolicGridEncoder`: :func:`is_symbolic_grid`, a
+``Dict`` of an ``image`` of category codes and a ``direction``, or :func:`is_code_image`, such an
+image alone whose space declares the codes' bounds) and other ``Dict`` spaces (each key encoded
+and concatenated). Encoders take time-major batches ``(T, B, *obs_shape)`` or flat
 batches ``(N, *obs_shape)``: every leading dim is kept.
 """
 
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BoxEncoder", "DictEncoder", "SymbolicGridEncoder", "is_symbolic_grid", "make_encoder"]
+__all__ = ["BoxEncoder", "DictEncoder", "SymbolicGridEncoder", "is_code_image", "is_symbolic_grid",
+           "make_encoder"]
 
 
 class BoxEncoder(nn.Module):
@@ -65,10 +67,10 @@ def make_encoder(space: gym.Space, *, features_dim: int = 64) -> nn.Module:
     """The encoder for ``space``; the result has a ``features_dim`` attribute."""
     if features_dim < 1:
         raise ValueError(f"features_dim must be >= 1, got {features_dim}")
+    if is_symbolic_grid(space) or is_code_image(space):
+        return SymbolicGridEncoder(space, features_dim=features_dim)
     if isinstance(space, gym.spaces.Box):
         return BoxEncoder(space, features_dim=features_dim)
-    if is_symbolic_grid(space):
-        return SymbolicGridEncoder(space, features_dim=features_dim)
     if isinstance(space, gym.spaces.Dict):
         return DictEncoder(space, features_dim=features_dim)
     if isinstance(space, gym.spaces.Discrete):
@@ -125,6 +127,17 @@ def is_symbolic_grid(space: gym.Space) -> bool:
     )
 
 
+def is_code_image(space: gym.Space) -> bool:
+    """Whether ``space`` is an image of category codes alone: a ``uint8`` ``Box`` ``(H, W, C)``
+    with ``H, W >= 3``, non-negative, whose ``high`` is above 1 and below 255 (a binary grid is
+    not codes, an image up to 255 is pixels; ``envs.wrappers.CodeImage`` declares minigrid's
+    codes so)."""
+    if not (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8
+            and len(space.shape) == 3 and min(space.shape[:2]) >= 3):
+        return False
+    return float(space.low.min()) >= 0 and 1 < float(space.high.max()) < 255
+
+
 class SymbolicGridEncoder(nn.Module):
     """Minigrid's symbolic view as categorical codes, not pixels.
 
@@ -132,7 +145,8 @@ class SymbolicGridEncoder(nn.Module):
     its own embedding table, with one row per value the space allows (``high + 1``); a cell is
     the concatenation of its channels' rows (a linear layer on the cell's one-hot codes), and a
     small CNN (two 2x2 convolutions, as suits 7x7 views) reads the grid of cells. The direction
-    is embedded; the other keys are encoded by :func:`make_encoder` (a mission as a bag of
+    is embedded (a bare image, :func:`is_code_image`, has none); the other keys are encoded by
+    :func:`make_encoder` (a mission as a bag of
     words, see ``envs.wrappers.MissionWords``), except a constant raw ``MissionSpace``, which
     carries nothing and is ignored. All are concatenated and mixed by one linear layer into
     ``features_dim`` features.
@@ -144,16 +158,19 @@ class SymbolicGridEncoder(nn.Module):
 
     def __init__(
         self,
-        space: gym.spaces.Dict,
+        space: gym.spaces.Dict | gym.spaces.Box,
         *,
         features_dim: int = 64,
         code_dim: int = 8,
         channels: tuple[int, int] = (16, 32),
     ) -> None:
         super().__init__()
-        if not is_symbolic_grid(space):
-            raise ValueError(f"not a symbolic grid observation space (is_symbolic_grid): {space}")
-        image = space["image"]
+        self.bare = is_code_image(space)
+        if not (self.bare or is_symbolic_grid(space)):
+            raise ValueError(
+                f"not a symbolic grid observation space (is_symbolic_grid, is_code_image): {space}"
+            )
+        image = space if self.bare else space["image"]
         h, w, c = image.shape
         self.features_dim = features_dim
         self.image_shape = (h, w, c)
@@ -169,10 +186,12 @@ class SymbolicGridEncoder(nn.Module):
             nn.ReLU(),
         )
         n_cnn = channels[1] * (h - 2) * (w - 2)
-        self.direction_start = int(space["direction"].start)
-        self.direction = nn.Embedding(int(space["direction"].n), code_dim)
-        others = {}
-        for key, sub in space.spaces.items():
+        self.direction: nn.Embedding | None = None
+        others: dict[str, nn.Module] = {}
+        if not self.bare:
+            self.direction_start = int(space["direction"].start)
+            self.direction = nn.Embedding(int(space["direction"].n), code_dim)
+        for key, sub in ({} if self.bare else space.spaces).items():
             if key in ("image", "direction"):
                 continue
             if _is_mission_space(sub):
@@ -185,7 +204,8 @@ class SymbolicGridEncoder(nn.Module):
                 )
             others[key] = make_encoder(sub, features_dim=features_dim)
         self.others = nn.ModuleDict(others)
-        n_in = n_cnn + code_dim + sum(int(e.features_dim) for e in others.values())
+        n_in = n_cnn + (0 if self.bare else code_dim)
+        n_in += sum(int(e.features_dim) for e in others.values())
         self.mix = nn.Sequential(nn.Linear(n_in, features_dim), nn.ReLU())
 
     def code_indices(self, image: Tensor) -> Tensor:
@@ -193,14 +213,16 @@ class SymbolicGridEncoder(nn.Module):
         ``k``'s code ``v`` at row ``offsets[k] + v``."""
         return image.long() + self.offsets
 
-    def forward(self, obs: dict[str, Tensor]) -> Tensor:
-        image = obs["image"]
+    def forward(self, obs: dict[str, Tensor] | Tensor) -> Tensor:
+        image = obs if self.bare else obs["image"]
         lead = image.shape[:-3]  # (T, B) or (N,)
         h, w, c = self.image_shape
         cells = self.codes(self.code_indices(image.reshape(-1, h, w, c)))  # (N, H, W, C, E)
         cells = cells.flatten(-2).permute(0, 3, 1, 2)  # (N, C * E, H, W)
-        parts = [self.cnn(cells).flatten(1).reshape(*lead, -1),
-                 # (a direction stored as (..., 1), as SB3's buffers do, reshaped to the lead)
-                 self.direction(obs["direction"].long().reshape(lead) - self.direction_start)]
+        parts = [self.cnn(cells).flatten(1).reshape(*lead, -1)]
+        if self.direction is not None:
+            # (a direction stored as (..., 1), as SB3's buffers do, reshaped to the lead)
+            parts.append(self.direction(obs["direction"].long().reshape(lead)
+                                        - self.direction_start))
         parts += [enc(obs[k]) for k, enc in self.others.items()]
         return self.mix(torch.cat(parts, dim=-1))

@@ -56,7 +56,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtr
 from stable_baselines3.common.type_aliases import Schedule
 from torch import Tensor, nn
 
-from .encoders import is_symbolic_grid, make_encoder
+from .encoders import is_code_image, is_symbolic_grid, make_encoder
 from .memory import (
     Memory,
     State,
@@ -128,7 +128,7 @@ class BagOfWordsExtractor(BaseFeaturesExtractor):
     Made for our ``(3, 3, V)`` bag-of-words observations; other Box, Discrete and Dict spaces get
     the encoder ``make_encoder`` picks for them, fed with what SB3's preprocessing produces (images
     divided by 255, discrete observations one-hot), except minigrid's symbolic observations
-    (``is_symbolic_grid``), whose codes and direction are restored for
+    (``is_symbolic_grid``, ``is_code_image``), whose codes and direction are restored for
     :class:`~policies.encoders.SymbolicGridEncoder`::
 
         PPO("MlpPolicy", env, policy_kwargs={"features_extractor_class": BagOfWordsExtractor})
@@ -150,8 +150,11 @@ class BagOfWordsExtractor(BaseFeaturesExtractor):
         # minigrid's symbolic observations keep their codes: SB3's preprocessing (image / 255,
         # direction one-hot) is undone in forward
         self.symbolic = is_symbolic_grid(observation_space)
+        self.codes = is_code_image(observation_space)  # (SB3 passes it as floats, unscaled)
         self.image_scale = 1.0
-        if self.symbolic:
+        if self.codes:
+            encoder = make_encoder(observation_space, features_dim=features_dim)
+        elif self.symbolic:
             image = observation_space["image"]
             if normalized_images and is_image_space(image, check_channels=False):
                 self.image_scale = 255.0
@@ -165,7 +168,10 @@ class BagOfWordsExtractor(BaseFeaturesExtractor):
         self.encoder = encoder
 
     def forward(self, observations: Tensor | dict[str, Tensor]) -> Tensor:
-        if self.symbolic:
+        if self.codes:
+            assert isinstance(observations, Tensor)
+            observations = observations.round().long()
+        elif self.symbolic:
             assert isinstance(observations, dict)
             observations = {
                 **observations,

@@ -15,8 +15,15 @@ from gymnasium.vector import SyncVectorEnv
 from agents import PPO, CheckpointError
 from agents.env_ids import library_wrappers, make_env, resolve_env
 from agents.evaluation import evaluate
-from envs.wrappers import MissionWords, SuccessInfo, mission_vocabulary
-from policies.encoders import SymbolicGridEncoder, is_symbolic_grid, make_encoder
+from envs.wrappers import (
+    MINIGRID_CODE_HIGH,
+    CodeImage,
+    MissionWords,
+    SuccessInfo,
+    is_minigrid_code_image,
+    mission_vocabulary,
+)
+from policies.encoders import BoxEncoder, SymbolicGridEncoder, is_symbolic_grid, make_encoder
 
 MEMORY = "MiniGrid-MemoryS7-v0"
 #: a tiny run: short episodes, few envs, one minibatch
@@ -190,6 +197,59 @@ def test_a_raw_minigrid_space_ignores_a_constant_mission_and_refuses_a_varying_o
     # with its bag of words, the mission is one more input
     words = make_encoder(make_env("MiniGrid-GoToObject-6x6-N2-v0").observation_space)
     assert list(words.others) == ["mission"]
+
+
+def test_an_image_of_codes_alone_is_declared_and_read_as_codes() -> None:
+    from minigrid.wrappers import FullyObsWrapper, ImgObsWrapper, RGBImgPartialObsWrapper
+
+    bare = ImgObsWrapper(gym.make(MEMORY))  # Box(0, 255, (7, 7, 3)): pixels, by its space
+    assert is_minigrid_code_image(bare)
+    assert is_minigrid_code_image(ImgObsWrapper(FullyObsWrapper(gym.make(MEMORY))))
+    assert not is_minigrid_code_image(ImgObsWrapper(RGBImgPartialObsWrapper(gym.make(MEMORY))))
+    assert not is_minigrid_code_image(gym.make(MEMORY))  # (the dict: is_symbolic_grid's)
+    assert [w["name"] for w in library_wrappers(bare)] == ["CodeImage", "SuccessInfo"]
+    with pytest.raises(ValueError, match="CodeImage wraps a minigrid env.*got"):
+        CodeImage(gym.make("MemoRL/Corridor-L10-v0"))
+    env = CodeImage(bare)
+    assert env.observation_space.high[0, 0].tolist() == list(MINIGRID_CODE_HIGH)
+    full = CodeImage(ImgObsWrapper(FullyObsWrapper(gym.make(MEMORY))))
+    for e in (env, full):  # every code of real episodes lies in the declared space
+        obs, _ = e.reset(seed=0)
+        for t in range(30):
+            assert e.observation_space.contains(obs)
+            obs, *_ = e.step(t % 3)
+    torch.manual_seed(0)
+    enc = make_encoder(env.observation_space, features_dim=16)
+    assert isinstance(enc, SymbolicGridEncoder) and enc.direction is None
+    assert enc.offsets.tolist() == [0, 11, 17]  # 11 objects, 6 colours, then the states
+    image = torch.as_tensor(_hand_built_obs()["image"])
+    # a naive reference: each cell the concatenated rows of its codes, then the same layers
+    table, offsets = enc.codes.weight, (0, 11, 17)
+    cells = torch.stack([torch.stack([
+        torch.cat([table[offsets[k] + int(image[i, j, k])] for k in range(3)])
+        for j in range(7)]) for i in range(7)])
+    want = enc.mix(enc.cnn(cells.permute(2, 0, 1).unsqueeze(0)).flatten(1))
+    torch.testing.assert_close(enc(image.unsqueeze(0)), want)
+    assert enc(image.expand(2, 3, 7, 7, 3)).shape == (2, 3, 16)
+    # an image up to 255 stays pixels, a binary grid stays a bag of words
+    assert isinstance(make_encoder(bare.observation_space), BoxEncoder)
+    assert isinstance(make_encoder(gym.spaces.Box(0, 1, (3, 3, 5), np.uint8)), BoxEncoder)
+
+
+def test_an_image_of_codes_alone_trains_and_reaches_the_sb3_extractor() -> None:
+    from minigrid.wrappers import ImgObsWrapper
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
+    from policies.sb3 import BagOfWordsExtractor
+
+    model = tiny(ImgObsWrapper(gym.make(MEMORY, max_steps=12))).learn(64, progress_bar=False)
+    assert isinstance(model.env.envs[0].env, CodeImage)  # (the library's, inside SuccessInfo)
+    assert isinstance(model.policy.encoder, SymbolicGridEncoder)
+    space = model.observation_space
+    extractor = BagOfWordsExtractor(space, features_dim=16)
+    image = torch.as_tensor(_hand_built_obs()["image"])[None]
+    pre = preprocess_obs(image, space)  # (floats, not scaled: the space is not an image's)
+    torch.testing.assert_close(extractor(pre), extractor.encoder(image))
 
 
 def test_the_sb3_extractor_restores_the_codes_sb3_preprocessed() -> None:
