@@ -143,7 +143,7 @@ class ActorCriticTrainer:
             _seed_everything(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
         # parameter groups with their own learning-rate multiples (lr_scale) and options
         groups = [dict(g, lr=cfg.lr * g["lr_scale"]) for g in self.policy.param_groups()]
-        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.lr)
+        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.lr, eps=cfg.optimizer_eps)
 
         self.num_timesteps = self.n_updates = self.nonfinite_in_a_row = 0
         self.total_timesteps: int | None = None  # of the last learn() (kept in checkpoints)

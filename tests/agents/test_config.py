@@ -49,6 +49,7 @@ def test_choices_are_defined_once():
         ({"seed": -1}, "seed must be an integer >= 0, got -1"),
         ({"mrbp": 1}, "mrbp must be True or False, got 1"),
         ({"optimizer": "sgd"}, "optimizer must be one of: adam, rmsprop, got 'sgd'"),
+        ({"optimizer_eps": 0}, "optimizer_eps must be a finite number > 0, got 0"),
         ({"vec": "x"}, "vec must be one of: auto, batched, sync, async, got 'x'"),
         ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
         ({"device": "cuda:x"}, "device must be auto, cpu, cuda or cuda:N, got 'cuda:x'"),
@@ -73,6 +74,19 @@ def test_good_values_pass():
     PPOConfig(clip_coef=None, target_kl=0.02, device="cuda:1", lr=1, seed=2**40).validate()
     with pytest.raises(ValueError, match="unknown option.*'n_env'.*n_envs"):
         PPO("gru", "MemoRL/Corridor-L10-v0", tensorboard_log=None, n_env=3)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_the_optimizers_epsilon_reaches_every_group_but_one_with_its_own(optimizer):
+    def eps_of(**kw):
+        model = PPO("expire_span", "MemoRL/Corridor-L10-v0", tensorboard_log=None,
+                    optimizer=optimizer, **kw)
+        return [g["eps"] for g in model.optimizer.param_groups]
+
+    assert set(eps_of()) == {1e-5}
+    assert set(eps_of(optimizer_eps=1e-3)) == {1e-3}
+    own = eps_of(optimizer_eps=1e-3, policy_kwargs={"span_eps": 0.5})
+    assert sorted(set(own)) == [1e-3, 0.5]
 
 
 def parser_for(cls=AgentConfig) -> argparse.ArgumentParser:
