@@ -149,6 +149,12 @@ class AgentConfig:
         always on). When a late bonus helps: docs/results/defaults.md.""",
         ge=0,
     )
+    ent_end_step: int = option(
+        0,
+        """Step (counted from the run's start) by which the entropy bonus has decayed linearly
+        from ent_coef to zero, from ent_start_step on (0: no decay).""",
+        ge=0,
+    )
     update_train_mode: bool = option(
         False,
         """Run the update's forward passes in train mode (dropout, Expire-Span's random memory
@@ -229,6 +235,8 @@ class AgentConfig:
 
         need(self.rollout_len % self.bptt_len == 0, "bptt_len",
              f"a divisor of rollout_len ({self.rollout_len})")
+        need(self.ent_end_step == 0 or self.ent_end_step > self.ent_start_step, "ent_end_step",
+             f"0 (no decay) or after ent_start_step ({self.ent_start_step})")
         if self.mrbp:
             need(self.bptt_len % self.mrbp_chunk_len == 0, "mrbp_chunk_len",
                  f"a divisor of bptt_len ({self.bptt_len})")

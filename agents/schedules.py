@@ -28,9 +28,14 @@ def set_learning_rate(
 
 def update_config(cfg: AgentConfig, num_timesteps: int) -> AgentConfig:
     """The config of the update whose rollout started at ``num_timesteps``: the entropy bonus is
-    off before ``ent_start_step``, the memory auxiliary losses before ``aux_start_step``."""
+    off before ``ent_start_step`` and decays linearly to zero from there to ``ent_end_step``
+    (when set), the memory auxiliary losses are off before ``aux_start_step``."""
     if num_timesteps < cfg.ent_start_step:
         cfg = dataclasses.replace(cfg, ent_coef=0.0)
+    elif cfg.ent_end_step:
+        span = cfg.ent_end_step - cfg.ent_start_step
+        left = 0.0 if span <= 0 else max(0.0, 1.0 - (num_timesteps - cfg.ent_start_step) / span)
+        cfg = dataclasses.replace(cfg, ent_coef=cfg.ent_coef * left)
     if num_timesteps < cfg.aux_start_step:
         cfg = dataclasses.replace(cfg, aux_coef=0.0)
     return cfg

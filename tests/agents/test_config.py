@@ -50,6 +50,8 @@ def test_choices_are_defined_once():
         ({"mrbp": 1}, "mrbp must be True or False, got 1"),
         ({"optimizer": "sgd"}, "optimizer must be one of: adam, rmsprop, got 'sgd'"),
         ({"optimizer_eps": 0}, "optimizer_eps must be a finite number > 0, got 0"),
+        ({"ent_start_step": 100, "ent_end_step": 100},
+         "ent_end_step must be 0 (no decay) or after ent_start_step (100), got 100"),
         ({"vec": "x"}, "vec must be one of: auto, batched, sync, async, got 'x'"),
         ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
         ({"device": "cuda:x"}, "device must be auto, cpu, cuda or cuda:N, got 'cuda:x'"),
@@ -87,6 +89,20 @@ def test_the_optimizers_epsilon_reaches_every_group_but_one_with_its_own(optimiz
     assert set(eps_of(optimizer_eps=1e-3)) == {1e-3}
     own = eps_of(optimizer_eps=1e-3, policy_kwargs={"span_eps": 0.5})
     assert sorted(set(own)) == [1e-3, 0.5]
+
+
+def test_the_entropy_bonus_schedule():
+    from agents.schedules import update_config
+
+    def coef(step, **kw):
+        return update_config(PPOConfig(ent_coef=0.004, **kw).validate(), step).ent_coef
+
+    assert [coef(t) for t in (0, 10**6)] == [0.004, 0.004]  # (no schedule)
+    assert [coef(t, ent_start_step=100) for t in (0, 99, 100)] == [0.0, 0.0, 0.004]
+    decay = [coef(t, ent_end_step=1000) for t in (0, 250, 1000, 2000)]
+    assert decay == pytest.approx([0.004, 0.003, 0.0, 0.0])
+    late = [coef(t, ent_start_step=100, ent_end_step=300) for t in (50, 100, 200, 300)]
+    assert late == pytest.approx([0.0, 0.004, 0.002, 0.0])
 
 
 def parser_for(cls=AgentConfig) -> argparse.ArgumentParser:
