@@ -242,17 +242,21 @@ class Numpy(Scalar):
         return cols
 
     def at(self, vector: Any, index: Any, plus: Any = None) -> Any:
-        return self.take_flat(*self.flat(vector), index, plus)
+        flat, stride, offset = self.flat(vector)
+        index = index + offset if stride == 1 else index * stride + offset
+        if plus is not None:
+            index = index + (plus if stride == 1 else plus * stride)
+        return flat.take(index)
 
     def flat(self, vector: Any) -> tuple[Any, int, Any]:
         """A contiguous ``(K, n)`` field as one flat view, with the flat index of its entry
         ``(k, j)``, ``k * stride + offset[j]``: ``(view, stride, offset)`` (a flat take or put is
         several times faster than a 2-d fancy index)."""
         major = vector.flags.f_contiguous
-        k, n = vector.shape
-        key = (k, n, True) if major else (0, n, False)  # (row-major: one offset for every k)
+        key = (*vector.shape, major)
         offsets = self._offsets.get(key)
         if offsets is None:
+            k, n = vector.shape
             offsets = self._offsets[key] = (1, np.arange(n) * k) if major else (n, np.arange(n))
         return (vector.T if major else vector).reshape(-1), *offsets
 
@@ -260,11 +264,9 @@ class Numpy(Scalar):
                   plus: Any = None) -> Any:
         """:meth:`at` on a field's :meth:`flat` view (``offset``: of the envs wanted)."""
         index = index + offset if stride == 1 else index * stride + offset
-        if plus is None:
-            return flat.take(index)
-        # (K, n) entries taken as (n, K) and returned transposed: each env's K entries lie
-        # together, so a later take by env (view's) reads them in order
-        return flat.take(index[:, None] + (plus if stride == 1 else plus * stride).T).T
+        if plus is not None:
+            index = index + (plus if stride == 1 else plus * stride)
+        return flat.take(index)
 
     def put_at(self, vector: Any, index: Any, value: Any, where: Any = None) -> None:
         """``vector[index[j], j] = value[j]`` for each env ``j`` where ``where`` (in place)."""
@@ -662,7 +664,7 @@ class _Sub(Batch):
         d["xp"], d["T"] = parent.xp, parent.T
         d["n"] = parent.n if rows is None else int(rows.shape[0])
         d["_parent"], d["_rows"], d["_mask"], d["_dirty"] = parent, rows, mask, set()
-        d["_flats"], d["_offs"] = {}, {}  # (see _through)
+        d["_flats"] = {}  # (see _through)
 
     def __getattr__(self, name: str) -> Any:
         if name[0] == "_":  # (no field's name: special methods, copy and pickle probes)
@@ -718,12 +720,8 @@ class _Sub(Batch):
                 return None
             up = (parent, *d["xp"].flat(vector))
         owner, flat, stride, offset = up
-        # (fields of one shape share their offsets: gathered once per sub-state)
-        mine = d["_offs"].get(id(offset))
-        if mine is None or mine[0] is not offset:
-            mine = d["_offs"][id(offset)] = (offset, offset[rows])
-        hit = d["_flats"][name] = (owner, flat, stride, mine[1])
+        hit = d["_flats"][name] = (owner, flat, stride, offset[rows])
         return hit
 
 
-_META = frozenset({"xp", "T", "n", "_parent", "_rows", "_mask", "_dirty", "_flats", "_offs"})
+_META = frozenset({"xp", "T", "n", "_parent", "_rows", "_mask", "_dirty", "_flats"})
