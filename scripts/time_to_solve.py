@@ -7,7 +7,9 @@ learning rate's schedule spans them, as in the default command), evaluating the 
 unseen in training), and stops at the first evaluation at or above ``--success``. The result
 (steps and training wall time at that evaluation, evaluations excluded, and every evaluation) is
 written to ``--out-dir/<name>.json``; a stopped run resumes from its checkpoint (in
-``--runs-dir``), finished seeds are skipped, and ``--report`` writes the table. Example::
+``--runs-dir``) and keeps its result so far, after each evaluation, in
+``--out-dir/<name>.stopped.json`` (removed when it finishes), finished seeds are skipped, and
+``--report`` writes the table. Example::
 
     taskset -c 0 python scripts/time_to_solve.py --env corridor --seeds 0 1
     python scripts/time_to_solve.py --env corridor --seeds 0 1 --report
@@ -65,6 +67,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Train (or resume) one seed to the target and return its result (also written)."""
     name = cell_name(args, seed)
     out = args.out_dir / f"{name}.json"
+    stopped = args.out_dir / f"{name}.stopped.json"  # (the result so far of a run not finished)
     if out.exists():
         return json.loads(out.read_text())
     run_dir = args.runs_dir / name
@@ -89,7 +92,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     def keep(agent: Any) -> bool:
         go_on = evals(agent)
-        if len(history) - len(before["history"]) < len(evals.history):
+        evaluated = len(history) - len(before["history"]) < len(evals.history)
+        if evaluated:
             entry = dict(evals.history[-1])
             entry["train_wall_s"] += offset
             history.append(entry)
@@ -97,14 +101,25 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                   f"({entry['train_wall_s']:.0f} s of training)", flush=True)
         partial.write_text(json.dumps({"history": history, "train_wall_s": offset + (
             time.perf_counter() - t0) - evals.eval_s}))
+        if evaluated:  # (the result so far, kept beside the finished ones)
+            write(stopped, result_of(args, seed, agent.num_timesteps, history, stopped=True))
         return go_on
 
     last = history[-1] if history else None
     if last is None or last["success"] < args.success:
         model.learn(args.total_steps, progress_bar=False, callback=keep,
                     reset_num_timesteps=fresh)
+    result = result_of(args, seed, model.num_timesteps, history)
+    write(out, result)
+    stopped.unlink(missing_ok=True)
+    return result
+
+
+def result_of(args: argparse.Namespace, seed: int, steps: int, history: list[dict[str, Any]],
+              stopped: bool = False) -> dict[str, Any]:
+    """One seed's result after ``steps`` steps (``stopped``: a run not finished yet)."""
     hit = next((h for h in history if h["success"] >= args.success), None)
-    result = {
+    return {
         "env": resolve_env(args.env), "policy": args.policy, "algo": args.algo, "seed": seed,
         "tag": args.tag, "set": args.set or [],
         "policy_kwargs": args.policy_kwargs or [], "target_success": args.success,
@@ -112,12 +127,15 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "solved": hit is not None,
         "steps_to_solve": hit["step"] if hit else None,
         "train_wall_s_to_solve": hit["train_wall_s"] if hit else None,
-        "steps": model.num_timesteps, "threads": torch.get_num_threads(),
+        "steps": steps, "threads": torch.get_num_threads(),
+        **({"stopped": True} if stopped else {}),
         "evaluations": history,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+
+
+def write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def report(args: argparse.Namespace) -> str:
@@ -131,12 +149,14 @@ def report(args: argparse.Namespace) -> str:
     for r in rows:
         best = max((h["success"] for h in r["evaluations"]), default=float("nan"))
         hit = next((h for h in r["evaluations"] if h["success"] >= r["target_success"]), None)
+        missed = (f"stopped at {r['steps']:,} (of {r['total_steps']:,}; resumable)"
+                  if r.get("stopped") else f"not in {r['steps']:,}")
         lines.append(
             f"| `{r['env']}` | {r['algo']} | {r['policy']} | {r['tag']} | {r['seed']} | "
             f"{r['target_success']} | "
             + (f"{hit['step']:,} | {hit['train_wall_s'] / 60:.1f} min | "
                f"{hit['success']:.3f} ({r['episodes']}) |" if hit else
-               f"not in {r['steps']:,} | | best {best:.3f} |"))
+               f"{missed} | | best {best:.3f} |"))
     table = "\n".join(lines)
     (args.out_dir.parent / "time_to_solve.md").write_text(table + "\n")
     return table
